@@ -1,0 +1,60 @@
+"""Containers shared by every dataset builder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["Labeled", "BCLData"]
+
+
+@dataclass(frozen=True)
+class Labeled:
+    """Inputs ``x`` (n, ...) with integer labels ``y`` (n,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(
+                f"x has {self.x.shape[0]} rows but y has {self.y.shape[0]} labels"
+            )
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, index: torch.Tensor) -> "Labeled":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Labeled(self.x[index], self.y[index])
+
+
+@dataclass(frozen=True)
+class BCLData:
+    """Everything one backward-compatible update needs.
+
+    Attributes
+    ----------
+    name : dataset name (``"toy"``, ``"digits"``, ...).
+    old_train : what the old model is trained on; labels in ``[0, num_old_classes)``.
+    new_train : what the new model is trained on; labels in ``[0, num_classes)``.
+        Old classes keep the same label ids in both sets.
+    query, gallery : retrieval evaluation sets (labels may be any ids; only equality
+        matters). When ``query_is_gallery`` is true they are the same images and the
+        self-match is excluded by index (closed-set leave-one-out).
+    num_classes, num_old_classes : class counts of ``new_train`` and ``old_train``.
+    input_shape : shape of one input, e.g. ``(32,)`` or ``(1, 28, 28)``.
+    info : free-form description of how the data was made (seed, ratios, protocol).
+    """
+
+    name: str
+    old_train: Labeled
+    new_train: Labeled
+    query: Labeled
+    gallery: Labeled
+    num_classes: int
+    num_old_classes: int
+    input_shape: tuple[int, ...]
+    query_is_gallery: bool = False
+    info: dict = field(default_factory=dict)

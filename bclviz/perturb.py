@@ -1,0 +1,240 @@
+"""Prototype perturbation: NDPP and ODPP as pure tensor functions.
+
+bclviz's formulation of the prototype-perturbation methods of Zhou et al.,
+"Prototype Perturbation for Relaxing Alignment Constraints in Backward-Compatible
+Learning" (arXiv 2503.14824). The equations are written out in ``docs/method.md``
+(sections "NDPP" and "ODPP"); every function here maps tensors to tensors and holds no
+state, so the trainer, the widgets and the benchmarks share them.
+
+Shapes: ``C`` classes, ``d`` embedding dimensions. Prototypes are (C, d); rows are
+L2-normalised on entry. Work is done in row blocks of ``block`` classes, so memory is
+O(C * k * d) and never O(C^2).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._validate import as_features, check_non_negative, check_positive_int
+from .neighbors import class_neighbors
+
+__all__ = ["ndpp", "odpp", "odpp_objective", "pseudo_old", "check_prototypes"]
+
+_TINY = 1e-6  # a tangent direction shorter than this is treated as zero (unit vectors)
+_BLOCK = 8192
+
+
+def check_prototypes(old_protos, new_protos=None, *, k: int | None = None):
+    """Validate and L2-normalise prototype matrices.
+
+    Raises ``ValueError`` for wrong shapes, NaN/Inf, zero rows, differing sizes or
+    dimensions, and ``k`` outside ``1 <= k < C``.
+    """
+    p_o = as_features(old_protos, "old_protos")
+    if (p_o.norm(dim=1) == 0).any():
+        raise ValueError("old_protos has all-zero rows; every class needs a non-zero prototype")
+    p_o = F.normalize(p_o, dim=1)
+    out = [p_o]
+    if new_protos is not None:
+        p_n = as_features(new_protos, "new_protos")
+        if p_n.shape[1] != p_o.shape[1]:
+            raise ValueError(
+                f"old and new prototypes must share the embedding dimension, got "
+                f"old d={p_o.shape[1]} and new d={p_n.shape[1]}"
+            )
+        if p_n.shape[0] != p_o.shape[0]:
+            raise ValueError(
+                f"old and new prototypes must have one row per class, got "
+                f"{p_o.shape[0]} old and {p_n.shape[0]} new rows"
+            )
+        if (p_n.norm(dim=1) == 0).any():
+            raise ValueError("new_protos has all-zero rows; every class needs a non-zero prototype")
+        out.append(F.normalize(p_n, dim=1).to(p_o.dtype))
+    if k is not None:
+        k = check_positive_int(k, "k")
+        C = p_o.shape[0]
+        if k >= C:
+            raise ValueError(f"k must be smaller than the number of classes ({C}), got k={k}")
+    return tuple(out)
+
+
+def pseudo_old(old_protos: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Pseudo-old prototypes ``q[c] = normalize(p_o[c] + delta[c])`` (C, d)."""
+    (p_o,) = check_prototypes(old_protos)
+    delta = as_features(delta, "delta", dim=p_o.shape[1])
+    if delta.shape[0] != p_o.shape[0]:
+        raise ValueError(f"delta has {delta.shape[0]} rows, expected {p_o.shape[0]}")
+    return F.normalize(p_o + delta.to(p_o.dtype), dim=1)
+
+
+def _tangent(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Project vectors v (B, k, d) onto the tangent planes at unit vectors p (B, d)."""
+    return v - (v * p.unsqueeze(1)).sum(-1, keepdim=True) * p.unsqueeze(1)
+
+
+def _unit_or_zero(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vectors of t (B, k, d) and a mask of rows long enough to normalise."""
+    n = t.norm(dim=-1, keepdim=True)
+    ok = n > _TINY
+    return torch.where(ok, t / n.clamp_min(torch.finfo(t.dtype).tiny), torch.zeros_like(t)), ok
+
+
+def ndpp(old_protos, new_protos, *, eps: float, k: int = 5) -> torch.Tensor:
+    """Neighbor-driven prototype perturbation.
+
+    For each class ``c`` and each of its ``k`` nearest old-space neighbours ``j``:
+    ``w = max(0, S_o[c,j] - S_n[c,j])`` (excess crowding), ``u`` = unit push direction
+    away from ``p_o[j]`` in the tangent plane at ``p_o[c]`` (the new-space direction
+    ``p_n[c] - p_n[j]`` projected the same way when the old prototypes coincide; nothing
+    when both vanish); ``r = sum_j w u``; ``delta = eps * r / max(1, ||r||)``.
+
+    Parameters
+    ----------
+    old_protos, new_protos : (C, d) prototypes of the old and new model (normalised here).
+    eps : perturbation budget, ``>= 0``; ``||delta[c]|| <= eps``.
+    k : old-space neighbours per class, ``1 <= k < C``.
+
+    Returns
+    -------
+    delta : (C, d) tensor in the dtype of ``old_protos`` (float32 or float64).
+    """
+    eps = check_non_negative(eps, "eps")
+    p_o, p_n = check_prototypes(old_protos, new_protos, k=k)
+    C, _ = p_o.shape
+    delta = torch.zeros_like(p_o)
+    if eps == 0:
+        return delta
+    nbr = class_neighbors(p_o, k)
+    for s in range(0, C, _BLOCK):
+        rows = slice(s, s + _BLOCK)
+        po, pn, idx = p_o[rows], p_n[rows], nbr[rows]
+        po_j, pn_j = p_o[idx], p_n[idx]  # (B, k, d)
+        s_o = (po.unsqueeze(1) * po_j).sum(-1)
+        s_n = (pn.unsqueeze(1) * pn_j).sum(-1)
+        w = (s_o - s_n).clamp_min(0)
+        u_old, ok_old = _unit_or_zero(_tangent(po.unsqueeze(1) - po_j, po))
+        u_new, _ = _unit_or_zero(_tangent(pn.unsqueeze(1) - pn_j, po))
+        u = torch.where(ok_old, u_old, u_new)
+        r = (w.unsqueeze(-1) * u).sum(1)
+        delta[rows] = eps * r / r.norm(dim=1, keepdim=True).clamp_min(1.0)
+    return delta
+
+
+def _targets(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """t[c, j] = min(S_o[c, j], S_n[c, j]) over the neighbour lists (C, K)."""
+    t = torch.empty(nbr.shape, dtype=p_o.dtype)
+    for s in range(0, p_o.shape[0], _BLOCK):
+        rows = slice(s, s + _BLOCK)
+        idx = nbr[rows]
+        s_o = (p_o[rows].unsqueeze(1) * p_o[idx]).sum(-1)
+        s_n = (p_n[rows].unsqueeze(1) * p_n[idx]).sum(-1)
+        t[rows] = torch.minimum(s_o, s_n)
+    return t
+
+
+def _objective_and_grad(
+    p_o: torch.Tensor, delta: torch.Tensor, nbr: torch.Tensor, t: torch.Tensor, gamma: float
+) -> tuple[float, torch.Tensor]:
+    """ODPP objective and its analytic gradient with respect to delta."""
+    C = p_o.shape[0]
+    a = p_o + delta
+    n = a.norm(dim=1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    q = a / n
+    g_q = torch.zeros_like(q)
+    total = 0.0
+    for s in range(0, C, _BLOCK):
+        rows = slice(s, s + _BLOCK)
+        idx = nbr[rows]
+        qc, qj = q[rows], q[idx]  # (B, d), (B, K, d)
+        h = ((qc.unsqueeze(1) * qj).sum(-1) - t[rows]).clamp_min(0)  # (B, K)
+        total += float((h * h).sum())
+        g_q[rows] += (h.unsqueeze(-1) * qj).sum(1)
+        g_q.index_add_(0, idx.reshape(-1), (h.unsqueeze(-1) * qc.unsqueeze(1)).reshape(-1, q.shape[1]))
+    g_q *= 2.0 / C
+    # d q / d a = (I - q q^T) / ||a||
+    g_a = (g_q - (g_q * q).sum(1, keepdim=True) * q) / n
+    value = total / C + gamma * float((delta * delta).sum()) / C
+    return value, g_a + (2.0 * gamma / C) * delta
+
+
+def _project(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    norm = delta.norm(dim=1, keepdim=True)
+    return delta * (eps / norm.clamp_min(eps)).clamp_max(1.0) if eps > 0 else torch.zeros_like(delta)
+
+
+def odpp_objective(old_protos, new_protos, delta, *, k: int = 8, gamma: float = 0.1) -> float:
+    """Value of the ODPP objective at ``delta`` (see :func:`odpp`)."""
+    p_o, p_n = check_prototypes(old_protos, new_protos, k=k)
+    delta = as_features(delta, "delta", dim=p_o.shape[1]).to(p_o.dtype)
+    nbr = class_neighbors(p_o, k)
+    return _objective_and_grad(p_o, delta, nbr, _targets(p_o, p_n, nbr), gamma)[0]
+
+
+def odpp(
+    old_protos,
+    new_protos,
+    *,
+    eps: float,
+    k: int = 8,
+    steps: int = 30,
+    gamma: float = 0.1,
+    lr: float = 0.02,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Optimization-driven prototype perturbation.
+
+    Minimises, over delta with ``||delta[c]|| <= eps``,
+    ``(1/C) sum_c sum_{j in N_K(c)} max(0, <q_c, q_j> - t[c,j])^2 + gamma (1/C) sum_c ||delta[c]||^2``
+    with ``q = normalize(p_o + delta)``, ``N_K(c)`` the ``k`` nearest old-space
+    neighbours and ``t[c,j] = min(S_o[c,j], S_n[c,j])``, by ``steps`` Adam steps
+    (betas 0.9/0.999, eps 1e-8, learning rate ``lr``) each followed by rescaling every
+    row onto the eps-ball. The gradient is computed analytically in row blocks.
+
+    Parameters
+    ----------
+    old_protos, new_protos : (C, d) prototypes (normalised here).
+    eps : budget, ``>= 0``.
+    k : neighbours per class (the spec's K), ``1 <= k < C``.
+    steps : projected gradient steps, ``>= 0``.
+    gamma : weight of the ``||delta||^2`` penalty, ``>= 0``.
+    lr : Adam learning rate, ``> 0``.
+    init : warm start (C, d), e.g. the previous solution; projected onto the eps-ball.
+        ``None`` starts at ``0.01 * ndpp(old, new, eps=eps, k=k)``: a near-zero start
+        whose only role is to break the symmetry of coinciding old prototypes, where
+        the gradient of the objective vanishes exactly.
+
+    Returns
+    -------
+    delta : (C, d) tensor in the dtype of ``old_protos``.
+    """
+    eps = check_non_negative(eps, "eps")
+    gamma = check_non_negative(gamma, "gamma")
+    lr = check_non_negative(lr, "lr")
+    if lr == 0:
+        raise ValueError("lr must be > 0, got 0")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    p_o, p_n = check_prototypes(old_protos, new_protos, k=k)
+    if eps == 0:
+        return torch.zeros_like(p_o)
+    if init is None:
+        delta = 0.01 * ndpp(p_o, p_n, eps=eps, k=k)
+    else:
+        delta = as_features(init, "init", dim=p_o.shape[1]).to(p_o.dtype)
+        if delta.shape[0] != p_o.shape[0]:
+            raise ValueError(f"init has {delta.shape[0]} rows, expected {p_o.shape[0]}")
+        delta = _project(delta.clone(), eps)
+    nbr = class_neighbors(p_o, k)
+    t = _targets(p_o, p_n, nbr)
+    m = torch.zeros_like(delta)
+    v = torch.zeros_like(delta)
+    b1, b2, adam_eps = 0.9, 0.999, 1e-8
+    for step in range(1, steps + 1):
+        _, g = _objective_and_grad(p_o, delta, nbr, t, gamma)
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        m_hat = m / (1 - b1**step)
+        v_hat = v / (1 - b2**step)
+        delta = _project(delta - lr * m_hat / (v_hat.sqrt() + adam_eps), eps)
+    return delta

@@ -1,0 +1,271 @@
+"""NDPP / ODPP against naive per-class references, plus the spec's invariants."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bclviz.neighbors import class_neighbors
+from bclviz.perturb import ndpp, odpp, odpp_objective, pseudo_old
+from bclviz.proxies import crowding
+
+
+def unit(x):
+    return F.normalize(torch.as_tensor(x, dtype=torch.float64), dim=1)
+
+
+def random_protos(C, d, seed, noise=0.6):
+    g = torch.Generator().manual_seed(seed)
+    p_o = unit(torch.randn(C, d, generator=g, dtype=torch.float64))
+    p_n = unit(p_o + noise * torch.randn(C, d, generator=g, dtype=torch.float64))
+    return p_o, p_n
+
+
+def naive_neighbors(P, c, k):
+    sims = [(float(P[c] @ P[j]), j) for j in range(P.shape[0]) if j != c]
+    sims.sort(key=lambda t: -t[0])
+    return [j for _, j in sims[:k]]
+
+
+def naive_ndpp(P_o, P_n, eps, k):
+    C, d = P_o.shape
+    delta = torch.zeros(C, d, dtype=torch.float64)
+    for c in range(C):
+        r = torch.zeros(d, dtype=torch.float64)
+        for j in naive_neighbors(P_o, c, k):
+            w = max(0.0, float(P_o[c] @ P_o[j]) - float(P_n[c] @ P_n[j]))
+            t = (P_o[c] - P_o[j]) - ((P_o[c] - P_o[j]) @ P_o[c]) * P_o[c]
+            if t.norm() <= 1e-6:
+                t = (P_n[c] - P_n[j]) - ((P_n[c] - P_n[j]) @ P_o[c]) * P_o[c]
+            if t.norm() <= 1e-6:
+                continue
+            r += w * t / t.norm()
+        delta[c] = eps * r / max(1.0, float(r.norm()))
+    return delta
+
+
+def naive_objective(P_o, P_n, delta, k, gamma):
+    C = P_o.shape[0]
+    q = F.normalize(P_o + delta, dim=1)
+    total = 0.0
+    for c in range(C):
+        for j in naive_neighbors(P_o, c, k):
+            t = min(float(P_o[c] @ P_o[j]), float(P_n[c] @ P_n[j]))
+            total = total + torch.clamp(q[c] @ q[j] - t, min=0) ** 2
+    return total / C + gamma * (delta**2).sum() / C
+
+
+def naive_odpp(P_o, P_n, eps, k, steps, gamma, lr):
+    delta = (0.01 * naive_ndpp(P_o, P_n, eps, k)).clone().requires_grad_(True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        naive_objective(P_o, P_n, delta, k, gamma).backward()
+        opt.step()
+        with torch.no_grad():
+            for c in range(delta.shape[0]):
+                n = delta[c].norm()
+                if n > eps:
+                    delta[c] *= eps / n
+    return delta.detach()
+
+
+# ---------------------------------------------------------------- references
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_ndpp_matches_naive_loop(seed, k):
+    P_o, P_n = random_protos(12, 6, seed)
+    for eps in (0.05, 0.4, 2.0):
+        got = ndpp(P_o, P_n, eps=eps, k=k)
+        torch.testing.assert_close(got, naive_ndpp(P_o, P_n, eps, k), atol=1e-10, rtol=1e-8)
+
+
+def test_ndpp_hand_computed_two_classes():
+    # Two classes on the unit circle at +-30 degrees; the new model places them at +-60.
+    a = np.deg2rad(30)
+    P_o = unit([[np.cos(a), np.sin(a)], [np.cos(a), -np.sin(a)]])
+    b = np.deg2rad(60)
+    P_n = unit([[np.cos(b), np.sin(b)], [np.cos(b), -np.sin(b)]])
+    w = np.cos(2 * a) - np.cos(2 * b)  # 0.5 - (-0.5) = 1.0
+    # tangent at p0 pointing away from p1 is (-sin a, cos a)
+    expected0 = 0.1 * w * np.array([-np.sin(a), np.cos(a)]) / max(1.0, w)
+    got = ndpp(P_o, P_n, eps=0.1, k=1)
+    np.testing.assert_allclose(got[0].numpy(), expected0, atol=1e-12)
+    np.testing.assert_allclose(got[1].numpy(), expected0 * [1, -1], atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_odpp_matches_naive_autograd_adam(seed):
+    P_o, P_n = random_protos(10, 5, seed, noise=0.8)
+    got = odpp(P_o, P_n, eps=0.3, k=4, steps=12, gamma=0.1, lr=0.02)
+    want = naive_odpp(P_o, P_n, 0.3, 4, 12, 0.1, 0.02)
+    torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-6)
+
+
+def test_odpp_objective_matches_naive():
+    P_o, P_n = random_protos(9, 4, 3)
+    delta = 0.2 * unit(torch.randn(9, 4, generator=torch.Generator().manual_seed(1)))
+    got = odpp_objective(P_o, P_n, delta, k=3, gamma=0.5)
+    want = float(naive_objective(P_o, P_n, delta, 3, 0.5))
+    assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_odpp_lowers_its_objective():
+    P_o, P_n = random_protos(40, 8, 5, noise=1.0)
+    delta = odpp(P_o, P_n, eps=0.5)
+    zero = odpp_objective(P_o, P_n, torch.zeros_like(P_o))
+    assert zero > 0.01
+    assert odpp_objective(P_o, P_n, delta) < 0.7 * zero
+
+
+def test_odpp_warm_start_is_projected_and_used():
+    P_o, P_n = random_protos(20, 6, 7)
+    init = 5.0 * unit(torch.randn(20, 6, generator=torch.Generator().manual_seed(2)))
+    out = odpp(P_o, P_n, eps=0.2, steps=0, init=init)
+    torch.testing.assert_close(out, 0.2 * unit(init))
+
+
+def test_neighbor_backends_agree_and_exclude_self():
+    P_o, _ = random_protos(300, 16, 11)
+    a = class_neighbors(P_o.float(), 7, backend="torch", block=64)
+    b = class_neighbors(P_o.float(), 7, backend="faiss")
+    assert torch.equal(a, b)
+    assert not (a == torch.arange(300).unsqueeze(1)).any()
+    assert torch.equal(a[5], torch.tensor(naive_neighbors(P_o, 5, 7)))
+
+
+def test_neighbors_of_duplicates_are_each_other():
+    P = unit([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    nb = class_neighbors(P, 1)
+    assert nb[:2, 0].tolist() == [1, 0]
+
+
+# ---------------------------------------------------------------- invariants
+
+proto_sets = st.tuples(
+    st.integers(min_value=3, max_value=14),
+    st.integers(min_value=2, max_value=6),
+    st.integers(min_value=0, max_value=10_000),
+    st.floats(min_value=0.0, max_value=1.5),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(proto_sets, st.sampled_from(["ndpp", "odpp"]))
+def test_delta_norm_within_budget(args, method):
+    C, d, seed, eps = args
+    P_o, P_n = random_protos(C, d, seed, noise=1.0)
+    fn = ndpp if method == "ndpp" else lambda a, b, **kw: odpp(a, b, steps=8, **kw)
+    delta = fn(P_o.float(), P_n.float(), eps=eps, k=min(3, C - 1))
+    assert delta.shape == (C, d) and delta.dtype == torch.float32
+    assert torch.isfinite(delta).all()
+    assert float(delta.norm(dim=1).max()) <= eps + 1e-6
+
+
+@settings(max_examples=20, deadline=None)
+@given(proto_sets)
+def test_eps_zero_gives_zeros(args):
+    C, d, seed, _ = args
+    P_o, P_n = random_protos(C, d, seed)
+    assert torch.count_nonzero(ndpp(P_o, P_n, eps=0.0, k=1)) == 0
+    assert torch.count_nonzero(odpp(P_o, P_n, eps=0.0, k=1)) == 0
+
+
+@pytest.mark.parametrize("fn", [ndpp, odpp])
+def test_identical_old_prototypes_give_finite_split(fn):
+    # Classes 0 and 1 coincide in the old space (collapse); the new model separates them.
+    P_o = unit([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    P_n = unit([[1.0, 0.5, 0.0], [1.0, -0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    delta = fn(P_o, P_n, eps=0.3, k=1)
+    assert torch.isfinite(delta).all()
+    q = pseudo_old(P_o, delta)
+    assert float(q[0] @ q[1]) < 0.99  # the collapsed pair is pulled apart
+    assert float(delta[0, 1]) > 0 > float(delta[1, 1])  # along the new-space direction
+
+
+@pytest.mark.parametrize("fn", [ndpp, odpp])
+def test_all_identical_everything_is_finite_zero(fn):
+    P = unit(torch.ones(5, 4))
+    delta = fn(P, P, eps=0.5, k=2)
+    assert torch.isfinite(delta).all() and torch.count_nonzero(delta) == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(proto_sets, st.sampled_from(["ndpp", "odpp"]))
+def test_relabelling_classes_permutes_output(args, method):
+    C, d, seed, eps = args
+    P_o, P_n = random_protos(C, d, seed, noise=1.0)
+    perm = torch.randperm(C, generator=torch.Generator().manual_seed(seed + 1))
+    fn = ndpp if method == "ndpp" else lambda a, b, **kw: odpp(a, b, steps=5, **kw)
+    k = min(3, C - 1)
+    a = fn(P_o, P_n, eps=eps, k=k)
+    b = fn(P_o[perm], P_n[perm], eps=eps, k=k)
+    torch.testing.assert_close(b, a[perm], atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("fn", [ndpp, odpp])
+def test_separated_crowded_pair_lowers_pseudo_old_crowding(fn):
+    # A crowded pair in the old space (cos 0.98) that the new model separates (cos 0.5).
+    a, b = np.arccos(0.98) / 2, np.arccos(0.5) / 2
+    P_o = unit([[np.cos(a), np.sin(a), 0, 0], [np.cos(a), -np.sin(a), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    P_n = unit([[np.cos(b), np.sin(b), 0, 0], [np.cos(b), -np.sin(b), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    q = pseudo_old(P_o, fn(P_o, P_n, eps=0.2, k=1))
+    assert crowding(q) < crowding(P_o) - 0.01
+    # and the pair does not move closer than the new model places it (ODPP target)
+    assert float(q[0] @ q[1]) >= 0.5 - 1e-6
+
+
+def test_classes_the_new_model_keeps_crowded_do_not_move():
+    P_o, _ = random_protos(10, 5, 4)
+    assert torch.count_nonzero(ndpp(P_o, P_o, eps=0.5, k=3)) == 0
+    assert float(odpp(P_o, P_o, eps=0.5, k=3).norm(dim=1).max()) < 1e-6
+
+
+def test_deterministic():
+    P_o, P_n = random_protos(30, 8, 9)
+    assert torch.equal(odpp(P_o, P_n, eps=0.3), odpp(P_o, P_n, eps=0.3))
+    assert torch.equal(ndpp(P_o, P_n, eps=0.3), ndpp(P_o, P_n, eps=0.3))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(eps=-0.1), ValueError, "eps must be a finite number >= 0"),
+        (dict(eps=float("nan")), ValueError, "eps"),
+        (dict(eps=0.1, k=0), ValueError, "k must be a positive integer"),
+        (dict(eps=0.1, k=6), ValueError, "k must be smaller than the number of classes"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    P_o, P_n = random_protos(6, 3, 0)
+    with pytest.raises(exc, match=match):
+        ndpp(P_o, P_n, **kwargs)
+    with pytest.raises(exc, match=match):
+        odpp(P_o, P_n, **kwargs)
+
+
+def test_bad_prototypes():
+    P_o, P_n = random_protos(6, 3, 0)
+    with pytest.raises(ValueError, match="embedding dimension"):
+        ndpp(P_o, P_n[:, :2], eps=0.1)
+    with pytest.raises(ValueError, match="one row per class"):
+        ndpp(P_o, P_n[:5], eps=0.1, k=2)
+    bad = P_o.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        odpp(bad, P_n, eps=0.1, k=2)
+    with pytest.raises(ValueError, match="all-zero rows"):
+        ndpp(torch.zeros(6, 3), P_n, eps=0.1, k=2)
+    with pytest.raises(ValueError, match="must be 2-D"):
+        ndpp(P_o[0], P_n, eps=0.1, k=2)
+    with pytest.raises(TypeError, match="torch.Tensor or numpy.ndarray"):
+        ndpp(P_o.tolist(), P_n, eps=0.1, k=2)
+    with pytest.raises(ValueError, match="steps"):
+        odpp(P_o, P_n, eps=0.1, k=2, steps=-1)
