@@ -45,6 +45,8 @@ class BCLData:
         self-match is excluded by index (closed-set leave-one-out).
     num_classes, num_old_classes : class counts of ``new_train`` and ``old_train``.
     input_shape : shape of one input, e.g. ``(32,)`` or ``(1, 28, 28)``.
+    old_view : optional (D, D) matrix applied to flattened inputs before the old model
+        (the toy's "coarse view": the old model sees a degraded input).
     info : free-form description of how the data was made (seed, ratios, protocol).
     """
 
@@ -57,4 +59,5 @@ class BCLData:
     num_old_classes: int
     input_shape: tuple[int, ...]
     query_is_gallery: bool = False
+    old_view: torch.Tensor | None = None
     info: dict = field(default_factory=dict)

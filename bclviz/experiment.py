@@ -1,0 +1,183 @@
+"""One backward-compatible update end to end: data, old model, new models, evaluation.
+
+The demo, the notebooks and the CLI all go through :func:`run_experiment`, driven by an
+:class:`ExperimentConfig` whose defaults per dataset come from :func:`default_experiment`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import MethodConfig, TrainConfig
+from .data import BCLData, load_dataset
+from .evaluation import compatibility_gain, evaluate, is_compatible, update_gain
+from .methods import list_methods
+from .models import create_model
+from .train import TrainResult, embed, train_new, train_old
+
+__all__ = [
+    "ModelSpec", "ExperimentConfig", "ExperimentResult", "InputView",
+    "default_experiment", "build_old_model", "build_new_model", "run_experiment",
+]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model name (:func:`bclviz.models.list_models`), its dimension and options."""
+
+    name: str = "mlp"
+    dim: int = 16
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one update experiment (see :func:`default_experiment`)."""
+
+    dataset: str = "toy"
+    seed: int = 0
+    data_options: dict = field(default_factory=dict)
+    old_model: ModelSpec = ModelSpec(options={"hidden": 64})
+    new_model: ModelSpec = ModelSpec(options={"hidden": 128})
+    old_train: TrainConfig = TrainConfig(epochs=8)
+    new_train: TrainConfig = TrainConfig(epochs=8)
+    methods: tuple[MethodConfig, ...] = tuple(MethodConfig(name=m) for m in list_methods() if m != "independent")
+    k: int = 100
+
+    def __post_init__(self) -> None:
+        if self.old_model.dim != self.new_model.dim:
+            raise ValueError(
+                f"old and new embedding dimensions differ ({self.old_model.dim} vs {self.new_model.dim})"
+            )
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"methods must have distinct names, got {names}")
+
+
+def default_experiment(dataset: str = "toy", *, seed: int = 0, **overrides) -> ExperimentConfig:
+    """Default settings per dataset; ``overrides`` replace top-level fields."""
+    if dataset == "toy":
+        cfg = ExperimentConfig(dataset="toy", seed=seed)
+    elif dataset == "digits":
+        cfg = ExperimentConfig(
+            dataset="digits", seed=seed,
+            old_model=ModelSpec("cnn", 32, {"width": 8}), new_model=ModelSpec("cnn", 32, {"width": 32}),
+            old_train=TrainConfig(epochs=15, batch_size=64), new_train=TrainConfig(epochs=15, batch_size=64),
+        )
+    elif dataset == "fashion-mnist":
+        cfg = ExperimentConfig(
+            dataset="fashion-mnist", seed=seed,
+            old_model=ModelSpec("cnn", 64, {"width": 8}), new_model=ModelSpec("cnn", 64, {"width": 16}),
+            old_train=TrainConfig(epochs=3), new_train=TrainConfig(epochs=3),
+        )
+    else:
+        from .data import DATASETS
+
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+    return dataclasses.replace(cfg, **overrides)
+
+
+class InputView(nn.Module):
+    """Applies a fixed (D, D) matrix to flattened inputs before ``inner`` (the toy's coarse view)."""
+
+    def __init__(self, view: torch.Tensor, inner: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer("view", view.clone())
+        self.inner = inner
+        self.dim = inner.dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return self.inner((x.reshape(shape[0], -1) @ self.view.T).reshape(shape))
+
+
+def build_old_model(data: BCLData, spec: ModelSpec) -> nn.Module:
+    """The old embedder, behind the dataset's ``old_view`` when it has one."""
+    model = create_model(spec.name, input_shape=data.input_shape, dim=spec.dim, **spec.options)
+    return model if data.old_view is None else InputView(data.old_view, model)
+
+
+def build_new_model(data: BCLData, spec: ModelSpec) -> nn.Module:
+    return create_model(spec.name, input_shape=data.input_shape, dim=spec.dim, **spec.options)
+
+
+@dataclass
+class ExperimentResult:
+    """Results (the ``results.json`` dict) plus the trained models for further views."""
+
+    results: dict
+    data: BCLData
+    old: TrainResult
+    new: dict[str, TrainResult]
+
+
+def _retrieval(data: BCLData, query_model, gallery_model, k: int) -> dict[str, float]:
+    q = embed(query_model, data.query.x)
+    g = q if (gallery_model is query_model and data.query_is_gallery) else embed(gallery_model, data.gallery.x)
+    return evaluate(q, data.query.y, g, data.gallery.y, k=k, exclude_self=data.query_is_gallery)
+
+
+def train_and_evaluate_new(data: BCLData, old: TrainResult, cfg: ExperimentConfig, method: MethodConfig, *, progress: bool = True):
+    """Train one new model with ``method`` and return (TrainResult, result record)."""
+    torch.manual_seed(cfg.seed + 1)
+    model = build_new_model(data, cfg.new_model)
+    t0 = time.perf_counter()
+    new = train_new(
+        model, data.new_train, old, num_classes=data.num_classes,
+        cfg=dataclasses.replace(cfg.new_train, seed=cfg.seed + 1), method=method, progress=progress,
+    )
+    seconds = time.perf_counter() - t0
+    record = {
+        "self": _retrieval(data, new.model, new.model, cfg.k),
+        "cross": _retrieval(data, new.model, old.model, cfg.k),
+        "seconds": seconds,
+        "settings": dataclasses.asdict(method),
+    }
+    return new, record
+
+
+def run_experiment(cfg: ExperimentConfig, *, data: BCLData | None = None, progress: bool = True) -> ExperimentResult:
+    """Train the old model, the independent model and every method of ``cfg``; evaluate all.
+
+    Returns an :class:`ExperimentResult` whose ``results`` dict is what ``bclviz demo``
+    writes as ``results.json`` (keys ``dataset``, ``seed``, ``k``, ``old``,
+    ``independent``, ``methods``; each method has ``self``, ``cross``, ``compatible``,
+    ``update_gain``, ``compatibility_gain``, ``seconds`` and ``settings``).
+    """
+    if data is None:
+        data = load_dataset(cfg.dataset, seed=cfg.seed, **cfg.data_options)
+    key = f"mAP@{cfg.k}"
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    old = train_old(
+        build_old_model(data, cfg.old_model), data.old_train, num_classes=data.num_old_classes,
+        cfg=dataclasses.replace(cfg.old_train, seed=cfg.seed), progress=progress,
+    )
+    old_record = {"self": _retrieval(data, old.model, old.model, cfg.k), "seconds": time.perf_counter() - t0}
+    ind, ind_record = train_and_evaluate_new(data, old, cfg, MethodConfig(name="independent"), progress=progress)
+    new = {"independent": ind}
+    methods = {}
+    m_oo, m_ii = old_record["self"][key], ind_record["self"][key]
+    for method in cfg.methods:
+        if method.name == "independent":
+            continue
+        new[method.name], rec = train_and_evaluate_new(data, old, cfg, method, progress=progress)
+        rec["compatible"] = is_compatible(rec["cross"][key], m_oo)
+        rec["update_gain"] = update_gain(rec["self"][key], m_oo, m_ii)
+        rec["compatibility_gain"] = compatibility_gain(rec["cross"][key], m_oo)
+        methods[method.name] = rec
+    results = {
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "k": cfg.k,
+        "old": old_record,
+        "independent": ind_record,
+        "methods": methods,
+        "data": {key_: value for key_, value in data.info.items() if key_ != "superclass"},
+    }
+    return ExperimentResult(results, data, old, new)

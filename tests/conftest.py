@@ -1,0 +1,22 @@
+"""Session-scoped tiny fixtures shared by the trainer tests."""
+
+import pytest
+import torch
+
+from bclviz.config import TrainConfig
+from bclviz.data.toy import make_toy
+from bclviz.experiment import ModelSpec, build_old_model
+from bclviz.train import train_old
+
+
+@pytest.fixture(scope="session")
+def tiny_toy():
+    return make_toy(num_superclasses=3, siblings=2, coarse_dim=4, fine_dim=4, train_per_class=30, eval_per_class=6, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_old(tiny_toy):
+    torch.manual_seed(0)
+    model = build_old_model(tiny_toy, ModelSpec(dim=8, options={"hidden": 16}))
+    return train_old(model, tiny_toy.old_train, num_classes=tiny_toy.num_old_classes,
+                     cfg=TrainConfig(epochs=2, batch_size=32), progress=False)
