@@ -62,7 +62,10 @@ class ExperimentConfig:
 def default_experiment(dataset: str = "toy", *, seed: int = 0, **overrides) -> ExperimentConfig:
     """Default settings per dataset; ``overrides`` replace top-level fields."""
     if dataset == "toy":
-        cfg = ExperimentConfig(dataset="toy", seed=seed)
+        cfg = ExperimentConfig(
+            dataset="toy", seed=seed,
+            old_train=TrainConfig(epochs=8, lr=5e-3), new_train=TrainConfig(epochs=8, lr=5e-3),
+        )
     elif dataset == "digits":
         cfg = ExperimentConfig(
             dataset="digits", seed=seed,

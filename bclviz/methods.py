@@ -128,6 +128,11 @@ class HotRefresh(CompatMethod):
         return losses.hot_refresh_loss(f_new, f_old, y, tau=self.cfg.tau)
 
 
+def _neighbours(k: int | None, default: int, protos: torch.Tensor) -> int:
+    """The configured k, or the method's default capped at C - 1 for small class counts."""
+    return k if k is not None else min(default, protos.shape[0] - 1)
+
+
 @register_method("ndpp")
 class NDPP(Proto):
     """Alignment to pseudo-old prototypes perturbed by :func:`bclviz.perturb.ndpp`."""
@@ -135,7 +140,7 @@ class NDPP(Proto):
     perturbs = True
 
     def perturb(self, old_protos, new_protos, previous):
-        return ndpp(old_protos, new_protos, eps=self.cfg.eps, k=self.cfg.k or 5)
+        return ndpp(old_protos, new_protos, eps=self.cfg.eps, k=_neighbours(self.cfg.k, 5, old_protos))
 
 
 @register_method("odpp")
@@ -146,7 +151,7 @@ class ODPP(Proto):
 
     def perturb(self, old_protos, new_protos, previous):
         return odpp(
-            old_protos, new_protos, eps=self.cfg.eps, k=self.cfg.k or 8,
+            old_protos, new_protos, eps=self.cfg.eps, k=_neighbours(self.cfg.k, 8, old_protos),
             steps=self.cfg.odpp_steps, gamma=self.cfg.gamma, lr=self.cfg.odpp_lr,
             init=previous if previous is not None and bool(previous.any()) else None,
         )

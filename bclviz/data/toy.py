@@ -37,7 +37,7 @@ def make_toy(
     fine_separation: float = 1.5,
     noise: float = 0.6,
     fine_visibility: float = 0.25,
-    train_per_class: int = 150,
+    train_per_class: int = 1500,
     eval_per_class: int = 40,
     old_ratio: float = 0.5,
     seed: int = 0,
