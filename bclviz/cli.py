@@ -25,6 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, required=True, help="output folder")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    for name, text in [
+        ("train", "train (or resume) the old and the new model of a run config; works under torchrun"),
+        ("evaluate", "self/cross evaluation of a run config's trained checkpoints"),
+        ("extract", "cache old-model features and prototypes as .npy files"),
+    ]:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", type=Path, required=True, help="YAML run config (see export_config)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a setting, e.g. --set method.eps=0.3 (repeatable)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -55,11 +65,41 @@ def _demo(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    import json
+
+    from .distributed import init_from_env, is_main
+    from .runconfig import apply_overrides, load_run_config
+    from .runner import extract_features, run_evaluation, run_training
+
+    run_cfg = apply_overrides(load_run_config(args.config), args.overrides)
+    if args.command == "train":
+        info = init_from_env()
+        try:
+            out = run_training(run_cfg, progress=not args.quiet)
+        finally:
+            if info.enabled:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+    elif args.command == "evaluate":
+        out = run_evaluation(run_cfg)
+    else:
+        out = {"features": str(extract_features(run_cfg))}
+    if is_main():
+        print(json.dumps(out, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args)
-    raise AssertionError(args.command)
+    try:
+        return _run(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"bclviz {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ class TrainConfig:
     """Optimisation settings of one model (old or new).
 
     ``max_steps`` caps the number of optimiser steps (the "fast" knob for tests and
-    previews); ``None`` runs all ``epochs``.
+    previews); ``None`` runs all ``epochs``. ``device="auto"`` picks CUDA when
+    available; ``amp`` enables bfloat16 autocast on CUDA (ignored on the CPU).
     """
 
     epochs: int = 8
@@ -50,9 +51,14 @@ class TrainConfig:
     margin: float = 0.2
     seed: int = 0
     max_steps: int | None = None
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    amp: bool = False
 
     def __post_init__(self) -> None:
         _positive_int(self, "epochs", "batch_size")
+        _choice(self, "device", ("cpu", "cuda", "auto"))
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"TrainConfig.amp must be true or false, got {self.amp!r}")
         _non_negative(self, "lr", "weight_decay", "scale", "margin")
         if self.lr == 0:
             raise ValueError("TrainConfig.lr must be > 0, got 0")

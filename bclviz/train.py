@@ -5,12 +5,19 @@ compatibility term of a registered method (:mod:`bclviz.methods`): it computes t
 prototypes once with the frozen old model, tracks the new prototypes as an EMA of batch
 class means (or reads them off the classifier), and, for NDPP/ODPP, refreshes the
 perturbation after the warm-up, once per epoch or every ``update_every`` steps.
+
+Both loops write a resumable checkpoint after every epoch when ``checkpoint=`` is given,
+and run unchanged under ``torchrun``: each rank takes its share of every global batch,
+gradients are averaged by DistributedDataParallel, prototype statistics are all-reduced,
+perturbations are computed identically on every rank, and only rank 0 writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -18,14 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import MethodConfig, TrainConfig
 from .data.base import Labeled
+from .distributed import all_reduce_sum, barrier, dist_info, shard
 from .heads import MarginHead
 from .methods import CompatContext, create_method
 from .perturb import pseudo_old
 from .proxies import crowding
 
-__all__ = ["TrainResult", "embed", "class_prototypes", "train_old", "train_new"]
+__all__ = ["TrainResult", "embed", "class_prototypes", "train_old", "train_new", "resolve_device"]
 
 
 @dataclass
@@ -42,13 +51,22 @@ class TrainResult:
     state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("TrainConfig.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
 @torch.no_grad()
 def embed(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """Normalised embeddings (n, d) of inputs ``x`` with the model in eval mode."""
+    """Normalised embeddings (n, d) of inputs ``x`` (on the CPU) with the model in eval mode."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     try:
-        out = [F.normalize(model(x[s : s + batch_size]), dim=1) for s in range(0, x.shape[0], batch_size)]
+        out = [F.normalize(model(x[s : s + batch_size].to(device)), dim=1).cpu() for s in range(0, x.shape[0], batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out)
@@ -82,25 +100,95 @@ def _check_training_data(data: Labeled, num_classes: int) -> None:
         raise ValueError("the training inputs contain NaN or Inf values")
 
 
-def _make_head(model: nn.Module, num_classes: int, cfg: TrainConfig) -> MarginHead:
-    gen = torch.Generator().manual_seed(cfg.seed + 7919)
-    return MarginHead(model.dim, num_classes, kind=cfg.head, scale=cfg.scale, margin=cfg.margin, generator=gen)
+class _Net(nn.Module):
+    """Model and head in one module, so DistributedDataParallel syncs both."""
+
+    def __init__(self, model: nn.Module, head: MarginHead) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x, y):
+        f = self.model(x)
+        return f, self.head(f, y)
 
 
-def _epochs(cfg: TrainConfig, n: int, desc: str, progress: bool):
-    """Yield (epoch, batch index lists) with a seeded shuffle, honouring max_steps."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    steps_left = cfg.max_steps
-    bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        order = torch.randperm(n, generator=gen)
-        batches = list(order.split(cfg.batch_size))
-        if steps_left is not None:
-            batches = batches[:steps_left]
-            steps_left -= len(batches)
-        if not batches:
-            break
-        yield epoch, batches, bar
+class _Loop:
+    """Epoch/batch bookkeeping shared by both trainers: seeded shuffling, max_steps,
+    device placement, optional DDP, per-epoch checkpoints and resumption."""
+
+    def __init__(self, model, num_classes, cfg: TrainConfig, data: Labeled, desc: str, progress: bool,
+                 checkpoint: str | Path | None, meta: dict):
+        self.cfg, self.data, self.desc, self.progress = cfg, data, desc, progress
+        self.device = resolve_device(cfg.device)
+        gen = torch.Generator().manual_seed(cfg.seed + 7919)
+        self.head = MarginHead(model.dim, num_classes, kind=cfg.head, scale=cfg.scale, margin=cfg.margin, generator=gen)
+        self.net = _Net(model, self.head).to(self.device)
+        self.info = dist_info()
+        self.ddp = self.net
+        if self.info.enabled:
+            self.ddp = nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.history: list[dict] = []
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.meta = {"config": dataclasses.asdict(cfg), "num_classes": num_classes, "dim": model.dim, **meta}
+        self.steps_done = 0
+
+    def autocast(self):
+        enabled = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def resume(self, extra: dict[str, torch.Tensor]) -> int:
+        """Load the checkpoint if there is one; returns the first epoch still to run."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return 0
+        tensors, meta = load_checkpoint(self.checkpoint, expect=self.meta)
+        self.net.load_state_dict(tensors["net"])
+        self.opt.load_state_dict(tensors["optimizer"])
+        self.shuffle.set_state(tensors["shuffle"])
+        for key, value in extra.items():
+            value.copy_(tensors["extra"][key])
+        self.history = meta["history"]
+        self.steps_done = meta["steps_done"]
+        return meta["epoch"] + 1
+
+    def save(self, epoch: int, extra: dict[str, torch.Tensor]) -> None:
+        if self.checkpoint is None:
+            return
+        if self.info.rank == 0:
+            tensors = {"net": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                       "shuffle": self.shuffle.get_state(), "extra": extra}
+            save_checkpoint(self.checkpoint, tensors, {**self.meta, "epoch": epoch,
+                                                       "steps_done": self.steps_done, "history": self.history})
+        barrier()
+
+    def epochs(self, start: int):
+        """Yield (epoch, list of this rank's batch index tensors)."""
+        bar = tqdm(range(start, self.cfg.epochs), desc=self.desc, leave=False,
+                   disable=not self.progress or self.info.rank != 0)
+        for epoch in bar:
+            order = torch.randperm(len(self.data), generator=self.shuffle)
+            batches = list(order.split(self.cfg.batch_size))
+            if self.cfg.max_steps is not None:
+                batches = batches[: max(0, self.cfg.max_steps - self.steps_done)]
+            if not batches:
+                break
+            yield epoch, [shard(b) for b in batches]
+            self.steps_done += len(batches)
+            if self.history:
+                bar.set_postfix(loss=f"{self.history[-1]['loss']:.3f}")
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def batch(self, idx):
+        return self.data.x[idx].to(self.device), self.data.y[idx].to(self.device)
+
+    def mean_over_ranks(self, sums: dict[str, float], n: int) -> dict[str, float]:
+        t = all_reduce_sum(torch.tensor([*sums.values(), float(n)], dtype=torch.float64))
+        return {key: float(v) / float(t[-1]) for key, v in zip(sums, t[:-1])}
 
 
 def train_old(
@@ -110,31 +198,41 @@ def train_old(
     num_classes: int,
     cfg: TrainConfig = TrainConfig(),
     progress: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> TrainResult:
-    """Train ``model`` (an embedder with ``.dim``) with a margin classifier on ``data``."""
+    """Train ``model`` (an embedder with ``.dim``) with a margin classifier on ``data``.
+
+    ``checkpoint``: a path written after every epoch and resumed from when it exists
+    (refused with :class:`~bclviz.checkpoint.CheckpointMismatch` if it was written for
+    another configuration).
+    """
     _check_training_data(data, num_classes)
-    head = _make_head(model, num_classes, cfg)
-    opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history = []
-    model.train()
-    for epoch, batches, bar in _epochs(cfg, len(data), "old model", progress):
+    loop = _Loop(model, num_classes, cfg, data, "old model", progress, checkpoint, {"role": "old"})
+    start = loop.resume({})
+    loop.net.train()
+    for epoch, batches in loop.epochs(start):
         t0, total = time.perf_counter(), 0.0
         for idx in batches:
-            loss = head(model(data.x[idx]), data.y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        history.append(dict(epoch=epoch, loss=total / len(batches), steps=len(batches), seconds=time.perf_counter() - t0))
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
-    model.eval()
-    return TrainResult(model, head, history)
+            x, y = loop.batch(idx)
+            with loop.autocast():
+                _, loss = loop.ddp(x, y)
+            loop.step(loss)
+            total += float(loss.detach()) * len(idx)
+        n = sum(len(b) for b in batches)
+        loop.history.append(dict(epoch=epoch, steps=len(batches), **loop.mean_over_ranks({"loss": total}, n),
+                                 seconds=time.perf_counter() - t0))
+        loop.save(epoch, {})
+    loop.net.eval()
+    return TrainResult(loop.net.model, loop.head, loop.history)
 
 
 def _ema_update(protos: torch.Tensor, f: torch.Tensor, y: torch.Tensor, mu: float) -> None:
-    """p[c] <- normalize(mu p[c] + (1 - mu) mean of batch features of class c), in place."""
-    sums = torch.zeros_like(protos).index_add_(0, y, f)
-    counts = torch.bincount(y, minlength=protos.shape[0]).unsqueeze(1)
+    """p[c] <- normalize(mu p[c] + (1 - mu) mean of batch features of class c), in place.
+
+    Batch sums and counts are all-reduced, so every rank sees the global batch means.
+    """
+    sums = all_reduce_sum(torch.zeros_like(protos).index_add_(0, y, f))
+    counts = all_reduce_sum(torch.bincount(y, minlength=protos.shape[0]).to(protos.dtype)).unsqueeze(1)
     present = counts.squeeze(1) > 0
     means = sums[present] / counts[present]
     protos[present] = F.normalize(mu * protos[present] + (1 - mu) * means, dim=1)
@@ -150,6 +248,7 @@ def train_new(
     method: MethodConfig | str = "ndpp",
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> TrainResult:
     """Train a new model compatible with ``old`` using a registered method.
 
@@ -161,6 +260,7 @@ def train_new(
         the old classes.
     method : a :class:`MethodConfig` or a method name with default settings.
     callback : called with each epoch's history record (e.g. to update a widget).
+    checkpoint : path written after every epoch and resumed from when it exists.
 
     Returns
     -------
@@ -176,65 +276,65 @@ def train_new(
             "cross-model retrieval needs the same dimension"
         )
     compat = create_method(mcfg)
+    loop = _Loop(model, num_classes, cfg, data, f"new model ({mcfg.name})", progress, checkpoint,
+                 {"role": "new", "method": dataclasses.asdict(mcfg)})
+    dev = loop.device
     f_old_all = embed(old.model, data.x)
-    p_old = class_prototypes(f_old_all, data.y, num_classes)
+    p_old = class_prototypes(f_old_all, data.y, num_classes).to(dev)
+    f_old_all = f_old_all.to(dev) if compat.needs_old_features else None
     n_old_cls = old.head.weight.shape[0]
-    old_weights = torch.cat([old.head.weight.detach(), p_old[n_old_cls:]]) if n_old_cls < num_classes else old.head.weight.detach()[:num_classes]
-    theta = torch.zeros(num_classes).index_add_(0, data.y, (f_old_all * p_old[data.y]).sum(1))
-    theta /= torch.bincount(data.y, minlength=num_classes)
-
-    head = _make_head(model, num_classes, cfg)
-    opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ctx = CompatContext(p_old, p_old.clone(), old_weights, theta, head.weight)
-    p_new = p_old.clone()
-    delta = torch.zeros_like(p_old)
+    old_weights = torch.cat([old.head.weight.detach().to(dev), p_old[n_old_cls:]])[:num_classes]
+    theta = torch.zeros(num_classes, device=dev)
+    if mcfg.name == "lce":
+        fo = embed(old.model, data.x).to(dev)
+        theta.index_add_(0, data.y.to(dev), (fo * p_old[data.y.to(dev)]).sum(1))
+        theta /= torch.bincount(data.y, minlength=num_classes).to(dev)
+    ctx = CompatContext(p_old, p_old.clone(), old_weights, theta, loop.head.weight)
+    p_new, delta = p_old.clone(), torch.zeros_like(p_old)
 
     def current_new_protos():
-        return p_new if mcfg.new_prototypes == "ema" else F.normalize(head.weight.detach(), dim=1)
+        return p_new if mcfg.new_prototypes == "ema" else F.normalize(loop.head.weight.detach(), dim=1)
 
     def refresh():
-        nonlocal delta
-        delta = compat.perturb(p_old, current_new_protos(), delta)
-        ctx.pseudo_old = pseudo_old(p_old, delta) if compat.perturbs else p_old
+        delta.copy_(compat.perturb(p_old.cpu(), current_new_protos().cpu(), delta.cpu()).to(dev))
+        ctx.pseudo_old = pseudo_old(p_old.cpu(), delta.cpu()).to(dev) if compat.perturbs else p_old
 
-    history, step = [], 0
-    model.train()
-    for epoch, batches, bar in _epochs(cfg, len(data), f"new model ({mcfg.name})", progress):
+    start = loop.resume({"new_protos": p_new, "delta": delta})
+    if compat.perturbs and start > mcfg.warmup_epochs:
+        ctx.pseudo_old = pseudo_old(p_old.cpu(), delta.cpu()).to(dev)
+    loop.net.train()
+    for epoch, batches in loop.epochs(start):
         t0 = time.perf_counter()
         active = compat.perturbs and epoch >= mcfg.warmup_epochs
         if active and mcfg.update_every is None:
             refresh()
         sums = dict(loss=0.0, loss_cls=0.0, loss_comp=0.0)
-        for idx in batches:
-            if active and mcfg.update_every is not None and step % mcfg.update_every == 0:
+        for i, idx in enumerate(batches):
+            if active and mcfg.update_every is not None and (loop.steps_done + i) % mcfg.update_every == 0:
                 refresh()
-            x, y = data.x[idx], data.y[idx]
-            f = model(x)
-            l_cls = head(f, y)
-            l_comp = compat.loss(ctx, f, y, f_old_all[idx] if compat.needs_old_features else None)
+            x, y = loop.batch(idx)
+            with loop.autocast():
+                f, l_cls = loop.ddp(x, y)
+                f = f.float()
+                l_comp = compat.loss(ctx, f, y, f_old_all[idx.to(dev)] if f_old_all is not None else None)
             loss = l_cls if l_comp is None else l_cls + mcfg.lam * l_comp
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loop.step(loss)
             with torch.no_grad():
                 _ema_update(p_new, f.detach(), y, mcfg.ema_momentum)
-            step += 1
-            sums["loss"] += float(loss.detach())
-            sums["loss_cls"] += float(l_cls.detach())
-            sums["loss_comp"] += 0.0 if l_comp is None else float(l_comp.detach())
+            for key, value in (("loss", loss), ("loss_cls", l_cls), ("loss_comp", l_comp)):
+                sums[key] += 0.0 if value is None else float(value.detach()) * len(idx)
         norms = delta.norm(dim=1)
         record = dict(
-            epoch=epoch, steps=len(batches),
-            **{key: value / len(batches) for key, value in sums.items()},
+            epoch=epoch, steps=len(batches), **loop.mean_over_ranks(sums, sum(len(b) for b in batches)),
             delta_norm_mean=float(norms.mean()), delta_norm_max=float(norms.max()),
-            crowding_old=crowding(p_old), crowding_pseudo_old=crowding(ctx.pseudo_old),
-            crowding_new=crowding(current_new_protos()),
-            seconds=time.perf_counter() - t0,
+            crowding_old=crowding(p_old.cpu()), crowding_pseudo_old=crowding(ctx.pseudo_old.cpu()),
+            crowding_new=crowding(current_new_protos().cpu()), seconds=time.perf_counter() - t0,
         )
-        history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}")
+        loop.history.append(record)
+        loop.save(epoch, {"new_protos": p_new, "delta": delta})
         if callback is not None:
             callback(record)
-    model.eval()
-    state = dict(old_protos=p_old, new_protos=current_new_protos().clone(), delta=delta, pseudo_old=ctx.pseudo_old)
-    return TrainResult(model, head, history, state)
+    loop.net.eval()
+    state = {k: v.cpu() for k, v in dict(old_protos=p_old, new_protos=current_new_protos().clone(),
+                                          delta=delta, pseudo_old=ctx.pseudo_old).items()}
+    return TrainResult(loop.net.model, loop.head, loop.history, state)
