@@ -73,7 +73,9 @@ class TrainConfig:
 class MethodConfig:
     """The backward-compatibility method and its knobs (method.md sections 2-5).
 
-    ``k=None`` uses the method's default neighbour count (NDPP 5, ODPP 8).
+    ``k=None`` uses the method's default neighbour count (NDPP 5, ODPP 8), capped at
+    ``C - 1``. ``eps_mode="relative"`` makes each class's budget ``eps`` times its angle
+    to the nearest old neighbour (off by default).
     ``update_every=None`` refreshes the perturbation once per epoch; an integer
     refreshes it every that many optimiser steps.
     """
@@ -81,6 +83,7 @@ class MethodConfig:
     name: str = "ndpp"
     lam: float = 1.0
     eps: float = 0.4
+    eps_mode: Literal["absolute", "relative"] = "absolute"
     k: int | None = None
     gamma: float = 0.1
     odpp_steps: int = 30
@@ -108,6 +111,7 @@ class MethodConfig:
         if not 0 <= self.ema_momentum < 1:
             raise ValueError(f"MethodConfig.ema_momentum must be in [0, 1), got {self.ema_momentum!r}")
         _choice(self, "new_prototypes", ("ema", "classifier"))
+        _choice(self, "eps_mode", ("absolute", "relative"))
         if self.update_every is not None:
             _positive_int(self, "update_every")
         if self.tau == 0:

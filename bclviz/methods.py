@@ -140,7 +140,8 @@ class NDPP(Proto):
     perturbs = True
 
     def perturb(self, old_protos, new_protos, previous):
-        return ndpp(old_protos, new_protos, eps=self.cfg.eps, k=_neighbours(self.cfg.k, 5, old_protos))
+        return ndpp(old_protos, new_protos, eps=self.cfg.eps, k=_neighbours(self.cfg.k, 5, old_protos),
+                    eps_mode=self.cfg.eps_mode)
 
 
 @register_method("odpp")
@@ -154,4 +155,5 @@ class ODPP(Proto):
             old_protos, new_protos, eps=self.cfg.eps, k=_neighbours(self.cfg.k, 8, old_protos),
             steps=self.cfg.odpp_steps, gamma=self.cfg.gamma, lr=self.cfg.odpp_lr,
             init=previous if previous is not None and bool(previous.any()) else None,
+            eps_mode=self.cfg.eps_mode,
         )

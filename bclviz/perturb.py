@@ -13,13 +13,17 @@ O(C * k * d) and never O(C^2).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
 from ._validate import as_features, check_non_negative, check_positive_int
 from .neighbors import class_neighbors
 
-__all__ = ["ndpp", "odpp", "odpp_objective", "pseudo_old", "check_prototypes"]
+__all__ = ["ndpp", "odpp", "odpp_objective", "pseudo_old", "check_prototypes", "budgets"]
+
+EpsMode = Literal["absolute", "relative"]
 
 _TINY = 1e-6  # a tangent direction shorter than this is treated as zero (unit vectors)
 _BLOCK = 8192
@@ -80,7 +84,26 @@ def _unit_or_zero(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(ok, t / n.clamp_min(torch.finfo(t.dtype).tiny), torch.zeros_like(t)), ok
 
 
-def ndpp(old_protos, new_protos, *, eps: float, k: int = 5) -> torch.Tensor:
+def _check_eps_mode(mode) -> None:
+    if mode not in ("absolute", "relative"):
+        raise ValueError(f"eps_mode must be 'absolute' or 'relative', got {mode!r}")
+
+
+def budgets(p_o: torch.Tensor, nbr: torch.Tensor, eps: float, mode: EpsMode) -> torch.Tensor:
+    """Per-class perturbation budgets (C, 1).
+
+    ``"absolute"``: ``eps`` for every class. ``"relative"``: ``eps`` times the angle
+    (radians) between ``p_o[c]`` and its nearest old neighbour (``nbr[:, 0]``), so a
+    class is never pushed further than a multiple of the gap to its closest neighbour.
+    """
+    _check_eps_mode(mode)
+    if mode == "absolute":
+        return torch.full((p_o.shape[0], 1), eps, dtype=p_o.dtype)
+    cos = (p_o * p_o[nbr[:, 0]]).sum(1, keepdim=True).clamp(-1.0, 1.0)
+    return eps * torch.arccos(cos)
+
+
+def ndpp(old_protos, new_protos, *, eps: float, k: int = 5, eps_mode: EpsMode = "absolute") -> torch.Tensor:
     """Neighbor-driven prototype perturbation.
 
     For each class ``c`` and each of its ``k`` nearest old-space neighbours ``j``:
@@ -94,6 +117,9 @@ def ndpp(old_protos, new_protos, *, eps: float, k: int = 5) -> torch.Tensor:
     old_protos, new_protos : (C, d) prototypes of the old and new model (normalised here).
     eps : perturbation budget, ``>= 0``; ``||delta[c]|| <= eps``.
     k : old-space neighbours per class, ``1 <= k < C``.
+    eps_mode : ``"absolute"`` (the budget is ``eps``) or ``"relative"`` (the budget of
+        class ``c`` is ``eps`` times its angle to the nearest old neighbour; see
+        :func:`budgets`).
 
     Returns
     -------
@@ -103,9 +129,11 @@ def ndpp(old_protos, new_protos, *, eps: float, k: int = 5) -> torch.Tensor:
     p_o, p_n = check_prototypes(old_protos, new_protos, k=k)
     C, _ = p_o.shape
     delta = torch.zeros_like(p_o)
+    _check_eps_mode(eps_mode)
     if eps == 0:
         return delta
     nbr = class_neighbors(p_o, k)
+    budget = budgets(p_o, nbr, eps, eps_mode)
     for s in range(0, C, _BLOCK):
         rows = slice(s, s + _BLOCK)
         po, pn, idx = p_o[rows], p_n[rows], nbr[rows]
@@ -117,7 +145,7 @@ def ndpp(old_protos, new_protos, *, eps: float, k: int = 5) -> torch.Tensor:
         u_new, _ = _unit_or_zero(_tangent(pn.unsqueeze(1) - pn_j, po))
         u = torch.where(ok_old, u_old, u_new)
         r = (w.unsqueeze(-1) * u).sum(1)
-        delta[rows] = eps * r / r.norm(dim=1, keepdim=True).clamp_min(1.0)
+        delta[rows] = budget[rows] * r / r.norm(dim=1, keepdim=True).clamp_min(1.0)
     return delta
 
 
@@ -158,9 +186,11 @@ def _objective_and_grad(
     return value, g_a + (2.0 * gamma / C) * delta
 
 
-def _project(delta: torch.Tensor, eps: float) -> torch.Tensor:
+def _project(delta: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+    """Rescale each row of delta onto its ball of radius ``budget`` (C, 1) when outside."""
     norm = delta.norm(dim=1, keepdim=True)
-    return delta * (eps / norm.clamp_min(eps)).clamp_max(1.0) if eps > 0 else torch.zeros_like(delta)
+    scale = torch.where(norm > budget, budget / norm.clamp_min(torch.finfo(delta.dtype).tiny), torch.ones_like(norm))
+    return delta * scale
 
 
 def odpp_objective(old_protos, new_protos, delta, *, k: int = 8, gamma: float = 0.1) -> float:
@@ -181,6 +211,7 @@ def odpp(
     gamma: float = 0.1,
     lr: float = 0.02,
     init: torch.Tensor | None = None,
+    eps_mode: EpsMode = "absolute",
 ) -> torch.Tensor:
     """Optimization-driven prototype perturbation.
 
@@ -203,6 +234,7 @@ def odpp(
         ``None`` starts at ``0.01 * ndpp(old, new, eps=eps, k=k)``: a near-zero start
         whose only role is to break the symmetry of coinciding old prototypes, where
         the gradient of the objective vanishes exactly.
+    eps_mode : ``"absolute"`` or ``"relative"`` budgets, as in :func:`ndpp`.
 
     Returns
     -------
@@ -216,16 +248,18 @@ def odpp(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     p_o, p_n = check_prototypes(old_protos, new_protos, k=k)
+    _check_eps_mode(eps_mode)
     if eps == 0:
         return torch.zeros_like(p_o)
+    nbr = class_neighbors(p_o, k)
+    budget = budgets(p_o, nbr, eps, eps_mode)
     if init is None:
-        delta = 0.01 * ndpp(p_o, p_n, eps=eps, k=k)
+        delta = 0.01 * ndpp(p_o, p_n, eps=eps, k=k, eps_mode=eps_mode)
     else:
         delta = as_features(init, "init", dim=p_o.shape[1]).to(p_o.dtype)
         if delta.shape[0] != p_o.shape[0]:
             raise ValueError(f"init has {delta.shape[0]} rows, expected {p_o.shape[0]}")
-        delta = _project(delta.clone(), eps)
-    nbr = class_neighbors(p_o, k)
+        delta = _project(delta.clone(), budget)
     t = _targets(p_o, p_n, nbr)
     m = torch.zeros_like(delta)
     v = torch.zeros_like(delta)
@@ -236,5 +270,5 @@ def odpp(
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         m_hat = m / (1 - b1**step)
         v_hat = v / (1 - b2**step)
-        delta = _project(delta - lr * m_hat / (v_hat.sqrt() + adam_eps), eps)
+        delta = _project(delta - lr * m_hat / (v_hat.sqrt() + adam_eps), budget)
     return delta

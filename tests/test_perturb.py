@@ -1,5 +1,7 @@
 """NDPP / ODPP against naive per-class references, plus the spec's invariants."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +31,14 @@ def naive_neighbors(P, c, k):
     return [j for _, j in sims[:k]]
 
 
-def naive_ndpp(P_o, P_n, eps, k):
+def naive_budget(P_o, c, eps, mode):
+    if mode == "absolute":
+        return eps
+    nearest = naive_neighbors(P_o, c, 1)[0]
+    return eps * math.acos(max(-1.0, min(1.0, float(P_o[c] @ P_o[nearest]))))
+
+
+def naive_ndpp(P_o, P_n, eps, k, mode="absolute"):
     C, d = P_o.shape
     delta = torch.zeros(C, d, dtype=torch.float64)
     for c in range(C):
@@ -42,7 +51,7 @@ def naive_ndpp(P_o, P_n, eps, k):
             if t.norm() <= 1e-6:
                 continue
             r += w * t / t.norm()
-        delta[c] = eps * r / max(1.0, float(r.norm()))
+        delta[c] = naive_budget(P_o, c, eps, mode) * r / max(1.0, float(r.norm()))
     return delta
 
 
@@ -57,8 +66,8 @@ def naive_objective(P_o, P_n, delta, k, gamma):
     return total / C + gamma * (delta**2).sum() / C
 
 
-def naive_odpp(P_o, P_n, eps, k, steps, gamma, lr):
-    delta = (0.01 * naive_ndpp(P_o, P_n, eps, k)).clone().requires_grad_(True)
+def naive_odpp(P_o, P_n, eps, k, steps, gamma, lr, mode="absolute"):
+    delta = (0.01 * naive_ndpp(P_o, P_n, eps, k, mode)).clone().requires_grad_(True)
     opt = torch.optim.Adam([delta], lr=lr)
     for _ in range(steps):
         opt.zero_grad()
@@ -66,9 +75,9 @@ def naive_odpp(P_o, P_n, eps, k, steps, gamma, lr):
         opt.step()
         with torch.no_grad():
             for c in range(delta.shape[0]):
-                n = delta[c].norm()
-                if n > eps:
-                    delta[c] *= eps / n
+                n, b = delta[c].norm(), naive_budget(P_o, c, eps, mode)
+                if n > b:
+                    delta[c] *= b / n
     return delta.detach()
 
 
@@ -99,11 +108,20 @@ def test_ndpp_hand_computed_two_classes():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_odpp_matches_naive_autograd_adam(seed):
+@pytest.mark.parametrize("mode", ["absolute", "relative"])
+def test_odpp_matches_naive_autograd_adam(seed, mode):
     P_o, P_n = random_protos(10, 5, seed, noise=0.8)
-    got = odpp(P_o, P_n, eps=0.3, k=4, steps=12, gamma=0.1, lr=0.02)
-    want = naive_odpp(P_o, P_n, 0.3, 4, 12, 0.1, 0.02)
+    got = odpp(P_o, P_n, eps=0.3, k=4, steps=12, gamma=0.1, lr=0.02, eps_mode=mode)
+    want = naive_odpp(P_o, P_n, 0.3, 4, 12, 0.1, 0.02, mode)
     torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_ndpp_relative_matches_naive_loop(seed):
+    P_o, P_n = random_protos(12, 6, seed)
+    for eps in (0.1, 0.5, 2.0):
+        got = ndpp(P_o, P_n, eps=eps, k=3, eps_mode="relative")
+        torch.testing.assert_close(got, naive_ndpp(P_o, P_n, eps, 3, "relative"), atol=1e-10, rtol=1e-8)
 
 
 def test_odpp_objective_matches_naive():
@@ -241,6 +259,7 @@ def test_deterministic():
         (dict(eps=float("nan")), ValueError, "eps"),
         (dict(eps=0.1, k=0), ValueError, "k must be a positive integer"),
         (dict(eps=0.1, k=6), ValueError, "k must be smaller than the number of classes"),
+        (dict(eps=0.1, k=2, eps_mode="percent"), ValueError, "eps_mode must be 'absolute' or 'relative'"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
@@ -269,3 +288,15 @@ def test_bad_prototypes():
         ndpp(P_o.tolist(), P_n, eps=0.1, k=2)
     with pytest.raises(ValueError, match="steps"):
         odpp(P_o, P_n, eps=0.1, k=2, steps=-1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(proto_sets, st.sampled_from(["ndpp", "odpp"]))
+def test_relative_budget_is_a_multiple_of_the_nearest_gap(args, method):
+    C, d, seed, eps = args
+    P_o, P_n = random_protos(C, d, seed, noise=1.0)
+    fn = ndpp if method == "ndpp" else lambda a, b, **kw: odpp(a, b, steps=8, **kw)
+    delta = fn(P_o, P_n, eps=eps, k=min(3, C - 1), eps_mode="relative")
+    gaps = torch.tensor([naive_budget(P_o, c, 1.0, "relative") for c in range(C)], dtype=torch.float64)
+    assert torch.isfinite(delta).all()
+    assert bool((delta.norm(dim=1) <= eps * gaps + 1e-6).all())

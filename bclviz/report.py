@@ -1,0 +1,127 @@
+"""A self-contained HTML report of one experiment (``bclviz demo``).
+
+One page, readable offline: plotly.js is inlined once in the page head, followed by the
+three-space figure of the preferred perturbation method, the self-test vs cross-test
+trade-off plot and a results table. Written atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from pathlib import Path
+
+from .evaluation import compatibility_gain, is_compatible, update_gain
+from .io import write_text
+from .projection import ProjectionMethod
+
+__all__ = ["write_report", "report_html", "results_table_html"]
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    value = float(value)
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def results_table_html(results: dict) -> str:
+    """HTML table of a ``results.json`` dict: old, independent and every method.
+
+    Columns: self and cross ``mAP@k`` and ``R@1``, compatible (``M(n,o) > M(o,o)``),
+    update gain and compatibility gain; values with 3 decimals, ``&ndash;`` where a
+    column does not apply.
+    """
+    key = f"mAP@{results['k']}"
+    m_oo = results["old"]["self"][key]
+    ind = results["independent"]
+    rows = [("old", results["old"]["self"], None, None, None, None)]
+    rows.append(("independent", ind["self"], ind["cross"], is_compatible(ind["cross"][key], m_oo),
+                 update_gain(ind["self"][key], m_oo, ind["self"][key]),
+                 compatibility_gain(ind["cross"][key], m_oo)))
+    for name, rec in results["methods"].items():
+        rows.append((name, rec["self"], rec["cross"], rec["compatible"], rec["update_gain"],
+                     rec["compatibility_gain"]))
+    head = ["model", f"self {key}", f"cross {key}", "self R@1", "cross R@1", "compatible",
+            "update gain", "compatibility gain"]
+    lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for name, self_, cross, compatible, ug, cg in rows:
+        cross = cross or {}
+        cells = [self_[key], cross.get(key), self_.get("R@1"), cross.get("R@1"), compatible, ug, cg]
+        lines.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def report_html(result, *, projection_method: ProjectionMethod = "auto", method: str | None = None) -> str:
+    """The report page of an :class:`~bclviz.experiment.ExperimentResult` as a string.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+    projection_method : {"auto", "umap", "pca", "raw"}, default "auto"
+        Projection of the three-space figure; ``"pca"`` is fastest.
+    method : str, optional
+        Method shown in the three-space figure; default
+        :func:`bclviz.plots.preferred_method` (``ndpp``, else ``odpp``, ...).
+    """
+    from plotly.offline import get_plotlyjs
+
+    from .plots import preferred_method, three_spaces_from_result, tradeoff_figure, tradeoff_points
+
+    results = result.results
+    key = f"mAP@{results['k']}"
+    method = preferred_method(list(results["methods"]) or list(result.new)) if method is None else method
+    spaces = three_spaces_from_result(result, method, projection=projection_method, random_state=results["seed"])
+    tradeoff = tradeoff_figure(tradeoff_points(results), old_old=results["old"]["self"][key], metric=key)
+    figures = "\n".join(
+        f"<h2>{html.escape(title)}</h2>\n"
+        + fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, default_width="100%")
+        for title, fig, div_id in (
+            (f"Old, pseudo-old and new spaces ({method})", spaces, "three-spaces"),
+            ("Self-test vs cross-test", tradeoff, "tradeoff"),
+        )
+    )
+    info = f"dataset <b>{html.escape(str(results['dataset']))}</b> &middot; seed {results['seed']} &middot; k = {results['k']}"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>bclviz report: {html.escape(str(results['dataset']))}</title>
+<style>{_STYLE}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head>
+<body>
+<h1>bclviz report</h1>
+<p>{info}</p>
+<h2>Results</h2>
+{results_table_html(results)}
+<p class="note">self = M(new, new), cross = M(new, old) (queries from the new model, gallery from
+the old one). Compatible means cross &gt; M(old, old), strictly. Update gain =
+(M(n,n) - M(o,o)) / (M(ind,ind) - M(o,o)); compatibility gain = (M(n,o) - M(o,o)) / M(o,o).</p>
+{figures}
+</body>
+</html>
+"""
+
+
+def write_report(
+    path: str | os.PathLike, result, *, projection_method: ProjectionMethod = "auto", method: str | None = None,
+) -> Path:
+    """Write :func:`report_html` of ``result`` to ``path`` atomically and return the path.
+
+    The page needs no network (plotly.js is inlined, about 4.5 MB). Raises ``OSError``
+    naming ``path`` when it cannot be written; nothing partial is left behind.
+    """
+    return write_text(path, report_html(result, projection_method=projection_method, method=method))
