@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
-        help="train old, independent and every method at default settings; write results.json",
+        help="train old, independent and every method at default settings; write results.json and report.html",
     )
     demo.add_argument("--dataset", choices=DATASETS, default="toy")
     demo.add_argument("--out", type=Path, required=True, help="output folder")
@@ -60,8 +60,11 @@ def _demo(args) -> int:
     cfg = default_experiment(args.dataset, seed=args.seed)
     result = run_experiment(cfg, progress=not args.quiet)
     path = write_json(args.out / "results.json", result.results)
+    from .report import write_report
+
+    report = write_report(args.out / "report.html", result)
     print(_format_table(result.results))
-    print(f"wrote {path}")
+    print(f"wrote {path} and {report}")
     return 0
 
 

@@ -45,3 +45,5 @@ def test_toy_demo_writes_results(tmp_path, capsys):
         assert rec["compatible"] == (rec["cross"]["mAP@100"] > m_oo)
         assert rec["seconds"] > 0 and math.isfinite(rec["update_gain"])
     assert "ndpp" in capsys.readouterr().out
+    html = (tmp_path / "report.html").read_text()
+    assert "<script src=" not in html and "three-spaces" in html and "tradeoff" in html
