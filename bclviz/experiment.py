@@ -23,6 +23,7 @@ from .train import TrainResult, embed, train_new, train_old
 __all__ = [
     "ModelSpec", "ExperimentConfig", "ExperimentResult", "InputView",
     "default_experiment", "build_old_model", "build_new_model", "run_experiment",
+    "retrieval_scores", "train_and_evaluate_new",
 ]
 
 
@@ -119,25 +120,34 @@ class ExperimentResult:
     new: dict[str, TrainResult]
 
 
-def _retrieval(data: BCLData, query_model, gallery_model, k: int) -> dict[str, float]:
+def retrieval_scores(data: BCLData, query_model, gallery_model, *, k: int) -> dict[str, float]:
+    """Metrics of ``query_model`` queries against ``gallery_model``'s gallery.
+
+    Self-matches are excluded by index when the dataset's query set is its gallery.
+    """
     q = embed(query_model, data.query.x)
     g = q if (gallery_model is query_model and data.query_is_gallery) else embed(gallery_model, data.gallery.x)
     return evaluate(q, data.query.y, g, data.gallery.y, k=k, exclude_self=data.query_is_gallery)
 
 
-def train_and_evaluate_new(data: BCLData, old: TrainResult, cfg: ExperimentConfig, method: MethodConfig, *, progress: bool = True):
-    """Train one new model with ``method`` and return (TrainResult, result record)."""
+def train_and_evaluate_new(data: BCLData, old: TrainResult, cfg: ExperimentConfig, method: MethodConfig, *,
+                           progress: bool = True, callback=None):
+    """Train one new model with ``method`` and return (TrainResult, result record).
+
+    ``callback`` receives each epoch's history record (see :func:`bclviz.train.train_new`).
+    """
     torch.manual_seed(cfg.seed + 1)
     model = build_new_model(data, cfg.new_model)
     t0 = time.perf_counter()
     new = train_new(
         model, data.new_train, old, num_classes=data.num_classes,
         cfg=dataclasses.replace(cfg.new_train, seed=cfg.seed + 1), method=method, progress=progress,
+        callback=callback,
     )
     seconds = time.perf_counter() - t0
     record = {
-        "self": _retrieval(data, new.model, new.model, cfg.k),
-        "cross": _retrieval(data, new.model, old.model, cfg.k),
+        "self": retrieval_scores(data, new.model, new.model, k=cfg.k),
+        "cross": retrieval_scores(data, new.model, old.model, k=cfg.k),
         "seconds": seconds,
         "settings": dataclasses.asdict(method),
     }
@@ -161,7 +171,7 @@ def run_experiment(cfg: ExperimentConfig, *, data: BCLData | None = None, progre
         build_old_model(data, cfg.old_model), data.old_train, num_classes=data.num_old_classes,
         cfg=dataclasses.replace(cfg.old_train, seed=cfg.seed), progress=progress,
     )
-    old_record = {"self": _retrieval(data, old.model, old.model, cfg.k), "seconds": time.perf_counter() - t0}
+    old_record = {"self": retrieval_scores(data, old.model, old.model, k=cfg.k), "seconds": time.perf_counter() - t0}
     ind, ind_record = train_and_evaluate_new(data, old, cfg, MethodConfig(name="independent"), progress=progress)
     new = {"independent": ind}
     methods = {}

@@ -134,3 +134,12 @@ def test_umap_joint_fit_and_transform(blocks):
     nearest = np.linalg.norm(placed[:, None] - centres[None], axis=2).argmin(1)
     own = np.linalg.norm(feats[:20][:, None] - centres[None], axis=2).argmin(1)
     assert (nearest == own).mean() >= 0.9
+    # the fast placement used by live widgets: exact on fitted rows, near the class otherwise
+    np.testing.assert_allclose(proj.place(blocks["old_protos"]), proj.embedding_["old_protos"], atol=1e-6)
+    fast = np.linalg.norm(proj.place(moved)[:, None] - centres[None], axis=2).argmin(1)
+    assert (fast == own).mean() >= 0.9
+
+
+def test_place_equals_transform_for_pca(blocks):
+    proj = SpaceProjection(method="pca").fit(blocks)
+    np.testing.assert_allclose(proj.place(blocks["new_features"]), proj.transform(blocks["new_features"]))

@@ -14,7 +14,7 @@ import torch
 from bclviz.cli import main
 from bclviz.config import MethodConfig, TrainConfig
 from bclviz.experiment import ModelSpec
-from bclviz.runconfig import RunConfig, load_run_config, save_run_config
+from bclviz.runconfig import RunConfig, save_run_config
 
 TINY = dict(num_superclasses=3, siblings=2, coarse_dim=4, fine_dim=4, train_per_class=32, eval_per_class=6)
 

@@ -1,0 +1,213 @@
+"""Sweeps over method settings, with an on-disk cache that makes them resumable.
+
+:func:`sweep_grid` lists the settings (NDPP/ODPP over eps, k, gamma, next to the
+baselines), :func:`run_sweep` trains and evaluates one new model per setting and writes
+each record to its own JSON file in ``cache_dir`` the moment it is done (atomically, so
+an interrupted sweep leaves only whole files). A rerun reads the finished settings back
+and trains only the rest. :func:`export_config` writes a chosen setting as a run config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .config import MethodConfig
+from .experiment import ExperimentConfig, retrieval_scores, train_and_evaluate_new
+
+__all__ = [
+    "BASELINES", "sweep_grid", "setting_label", "retrieval_scores", "old_baseline",
+    "cache_key", "load_cached_record", "make_record", "run_sweep", "export_config",
+]
+
+#: baseline methods a sweep runs next to NDPP/ODPP by default (method.md section 5)
+BASELINES = ("proto", "bct", "l2", "lce", "hot_refresh", "independent")
+_PERTURBING = ("ndpp", "odpp")
+_RECORD_KEYS = ("label", "method", "settings", "self", "cross", "compatible", "seconds")
+_CACHE_VERSION = 1
+
+
+def _as_tuple(values, name: str) -> tuple:
+    if values is None:
+        return (None,)
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        return (values,)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValueError(f"{name} must be a number or a sequence of numbers, got {values!r}")
+    return tuple(values)
+
+
+def sweep_grid(
+    methods: Sequence[str] = _PERTURBING,
+    eps: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.6),
+    k: Sequence[int] | None = None,
+    gamma: Sequence[float] = (0.1,),
+    baselines: Sequence[str] = BASELINES,
+    *,
+    template: MethodConfig | None = None,
+) -> list[MethodConfig]:
+    """Method settings of a sweep: baselines first, then ``methods`` x eps x k (x gamma).
+
+    Parameters
+    ----------
+    methods : perturbation methods to vary (``"ndpp"``, ``"odpp"``).
+    eps : perturbation magnitudes.
+    k : neighbour counts; ``None`` keeps each method's default (NDPP 5, ODPP 8).
+    gamma : ODPP penalty weights (only ODPP varies gamma).
+    baselines : methods run once at their default settings.
+    template : other settings (``lam``, ``warmup_epochs``, ...) copied into every entry.
+    """
+    template = MethodConfig() if template is None else template
+    unknown = [m for m in methods if m not in _PERTURBING]
+    if unknown:
+        raise ValueError(f"methods must be among {list(_PERTURBING)}, got {unknown}; list baselines in baselines=")
+    grid = [dataclasses.replace(template, name=b, k=None) for b in baselines]
+    eps, ks, gammas = _as_tuple(eps, "eps"), _as_tuple(k, "k"), _as_tuple(gamma, "gamma")
+    for name in methods:
+        for e in eps:
+            for kk in ks:
+                for g in gammas if name == "odpp" else (template.gamma,):
+                    grid.append(dataclasses.replace(template, name=name, eps=e, k=kk, gamma=g))
+    return grid
+
+
+def setting_label(method: MethodConfig) -> str:
+    """Short label such as ``"odpp eps=0.3 k=8 gamma=0.1"`` (``"proto"`` for baselines)."""
+    if method.name not in _PERTURBING:
+        return method.name
+    parts = [method.name, f"eps={method.eps:g}"]
+    if method.k is not None:
+        parts.append(f"k={method.k}")
+    if method.name == "odpp":
+        parts.append(f"gamma={method.gamma:g}")
+    return " ".join(parts)
+
+
+def old_baseline(data, old, *, k: int) -> float:
+    """``M(old, old)``: mAP@k of the old model's self-retrieval (the BCT criterion's bar)."""
+    return retrieval_scores(data, old.model, old.model, k=k)[f"mAP@{k}"]
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot describe {type(obj).__name__} in a sweep cache key")
+
+
+def cache_key(data, cfg: ExperimentConfig, method: MethodConfig) -> str:
+    """sha256 of the dataset, the experiment (without ``methods``) and the method settings.
+
+    The old model is assumed to be the one ``cfg`` trains on ``data`` (same seed, same
+    settings); a cache filled with another old model must live in another folder.
+    """
+    experiment = dataclasses.asdict(cfg)
+    experiment.pop("methods")
+    payload = {
+        "version": _CACHE_VERSION,
+        "dataset": data.name,
+        "data_info": data.info,
+        "experiment": experiment,
+        "method": dataclasses.asdict(method),
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_jsonable)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def load_cached_record(path: str | os.PathLike) -> dict | None:
+    """The record stored at ``path``; ``None`` when missing, or (with a warning) unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        warnings.warn(f"sweep cache file {path} is unreadable ({err}); recomputing it", stacklevel=2)
+        return None
+    missing = [key for key in _RECORD_KEYS if not isinstance(record, dict) or key not in record]
+    if missing:
+        warnings.warn(f"sweep cache file {path} lacks {missing}; recomputing it", stacklevel=2)
+        return None
+    return record
+
+
+def make_record(method: MethodConfig, raw: dict, *, m_oo: float, k: int) -> dict:
+    """A sweep record from a :func:`train_and_evaluate_new` record, as JSON would give it back."""
+    record = {
+        "label": setting_label(method),
+        "method": method.name,
+        "settings": dataclasses.asdict(method),
+        "self": raw["self"],
+        "cross": raw["cross"],
+        "compatible": bool(raw["cross"][f"mAP@{k}"] > m_oo),
+        "seconds": raw["seconds"],
+    }
+    return json.loads(json.dumps(record))
+
+
+def run_sweep(
+    data,
+    old,
+    cfg: ExperimentConfig,
+    grid: Sequence[MethodConfig],
+    *,
+    cache_dir: str | os.PathLike | None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train and evaluate one new model per setting of ``grid``; return one record each.
+
+    Parameters
+    ----------
+    data, old : the dataset (:class:`~bclviz.data.BCLData`) and the trained old model.
+    cfg : the experiment (models, training, seed, ``k`` of mAP@k); its ``methods`` are ignored.
+    grid : the settings, e.g. from :func:`sweep_grid`.
+    cache_dir : folder of the per-setting JSON files (``<cache_key>.json``); ``None``
+        caches nothing. Finished settings found there are read, not retrained;
+        unreadable files are recomputed and overwritten with a warning.
+    progress : show a progress bar over the settings (and the training epochs).
+
+    Returns
+    -------
+    list of dict, in grid order, with ``label``, ``method``, ``settings``, ``self`` and
+    ``cross`` (metric dicts of :func:`bclviz.evaluation.evaluate`), ``compatible``
+    (``M(new, old) > M(old, old)`` on mAP@k, strict) and ``seconds`` (training time).
+    """
+    from tqdm.auto import tqdm
+
+    from .io import write_json
+
+    for i, method in enumerate(grid):
+        if not isinstance(method, MethodConfig):
+            raise TypeError(f"grid[{i}] must be a MethodConfig, got {type(method).__name__}")
+    folder = None if cache_dir is None else Path(cache_dir)
+    m_oo = None
+    records = []
+    bar = tqdm(grid, desc="sweep", disable=not progress)
+    for method in bar:
+        bar.set_postfix_str(setting_label(method))
+        path = None if folder is None else folder / f"{cache_key(data, cfg, method)}.json"
+        record = None if path is None else load_cached_record(path)
+        if record is None:
+            if m_oo is None:
+                m_oo = old_baseline(data, old, k=cfg.k)
+            _, raw = train_and_evaluate_new(data, old, cfg, method, progress=progress)
+            record = make_record(method, raw, m_oo=m_oo, k=cfg.k)
+            if path is not None:
+                write_json(path, record)
+        records.append(record)
+    return records
+
+
+def export_config(path: str | os.PathLike, cfg: ExperimentConfig, method: MethodConfig) -> Path:
+    """Write ``method`` within ``cfg`` as a YAML run config for ``bclviz train --config``."""
+    from .runconfig import RunConfig, save_run_config
+
+    return save_run_config(path, RunConfig.from_experiment(cfg, method))

@@ -1,0 +1,264 @@
+"""The perturbation explorer: move eps / k / gamma, watch the pseudo-old space answer.
+
+A thin view over the pure :func:`explorer_state`: every control change recomputes the
+perturbation with :mod:`bclviz.perturb`, places the pseudo-old prototypes with the
+projection fitted once at construction, and updates only the pseudo-old trace, the
+arrow trace and the proxies text. Constructing the widget displays nothing; Jupyter
+renders it through :meth:`PerturbationExplorer._repr_mimebundle_`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import time
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .. import perturb
+from ..config import MethodConfig
+from ..proxies import crowding, drift, recognisability
+
+__all__ = [
+    "PerturbationMethod", "default_k", "explorer_state", "format_proxies",
+    "PerturbationExplorer", "measure_latency",
+]
+
+PerturbationMethod = Literal["ndpp", "odpp"]
+_METHODS = ("ndpp", "odpp")
+
+
+def default_k(method: PerturbationMethod) -> int:
+    """The neighbour count ``method`` uses when ``k`` is not given (NDPP 5, ODPP 8)."""
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {list(_METHODS)}, got {method!r}")
+    return inspect.signature(getattr(perturb, method)).parameters["k"].default
+
+
+def explorer_state(
+    old_protos,
+    new_protos,
+    *,
+    method: PerturbationMethod,
+    eps: float,
+    k: int,
+    gamma: float = MethodConfig.gamma,
+    steps: int = MethodConfig.odpp_steps,
+    lr: float = MethodConfig.odpp_lr,
+    features=None,
+    labels=None,
+) -> dict:
+    """Perturbation, pseudo-old prototypes and live proxies for one setting.
+
+    Parameters
+    ----------
+    old_protos, new_protos : (C, d) prototypes ``P_o``, ``P_n``.
+    method : ``"ndpp"`` or ``"odpp"``.
+    eps, k, gamma : perturbation magnitude, neighbours, ODPP penalty (ignored by NDPP).
+    steps, lr : ODPP optimisation steps and Adam learning rate (from a cold start, so
+        the result depends on the parameters only).
+    features, labels : optional old-model features (n, d) and their class ids (n,),
+        indexing the prototype rows, for the recognisability proxy.
+
+    Returns
+    -------
+    dict with ``delta`` and ``pseudo_old`` (C, d) tensors and ``proxies``: a dict of
+    ``crowding_old``, ``crowding_pseudo_old`` (mean largest cosine to another class),
+    ``drift_deg`` (mean angle between ``q`` and ``p_o``, degrees) and, with features,
+    ``recognisability`` (top-1 of nearest pseudo-old prototype).
+    """
+    if method == "ndpp":
+        delta = perturb.ndpp(old_protos, new_protos, eps=eps, k=k)
+    elif method == "odpp":
+        delta = perturb.odpp(old_protos, new_protos, eps=eps, k=k, steps=steps, gamma=gamma, lr=lr)
+    else:
+        raise ValueError(f"method must be one of {list(_METHODS)}, got {method!r}")
+    q = perturb.pseudo_old(old_protos, delta)
+    proxies = {
+        "crowding_old": crowding(old_protos),
+        "crowding_pseudo_old": crowding(q),
+        "drift_deg": math.degrees(drift(q, old_protos)),
+    }
+    if features is not None:
+        proxies["recognisability"] = recognisability(features, labels, q)
+    return {"delta": delta, "pseudo_old": q, "proxies": proxies}
+
+
+_PROXY_TEXT = {
+    "crowding_old": "crowding old {:.3f}",
+    "crowding_pseudo_old": "crowding pseudo-old {:.3f}",
+    "drift_deg": "drift {:.2f}&deg;",
+    "recognisability": "old-gallery recognisability {:.3f}",
+}
+
+
+def format_proxies(proxies: dict) -> str:
+    """The proxies as the one-line HTML the explorer shows."""
+    return " &nbsp;|&nbsp; ".join(_PROXY_TEXT[key].format(value) for key, value in proxies.items())
+
+
+def _subsample(data, max_points: int, seed: int):
+    n = len(data)
+    if n <= max_points:
+        return data.x, data.y
+    keep = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False)))
+    return data.x[keep], data.y[keep]
+
+
+class PerturbationExplorer:
+    """Interactive NDPP/ODPP explorer over a trained experiment.
+
+    Parameters
+    ----------
+    result : :class:`~bclviz.experiment.ExperimentResult`
+        A trained experiment; its new model ``reference`` provides ``P_o`` and ``P_n``
+        (``state["old_protos"]``, ``state["new_protos"]``) and the new features.
+    method : initial method, ``"ndpp"`` or ``"odpp"``.
+    projection : ``"pca"``, ``"umap"``, ``"raw"`` (d <= 3) or ``"auto"`` (raw for d <= 3,
+        else UMAP), fitted once at construction (:func:`bclviz.projection.project_spaces`).
+    reference : key of ``result.new``; default ``method`` when trained, else
+        :func:`bclviz.plots.preferred_method`.
+    eps, k, gamma : initial slider values; default the trained setting of ``method``
+        (or :class:`~bclviz.config.MethodConfig` defaults, k per method).
+    max_points, seed : at most this many feature rows are drawn and used for the
+        recognisability proxy (old features of ``result.data.new_train``), drawn with ``seed``.
+
+    Attributes
+    ----------
+    widget : the ``ipywidgets.VBox`` shown in Jupyter.
+    fig : the ``plotly.graph_objects.FigureWidget`` (traces of
+        :func:`bclviz.plots.three_spaces_figure`).
+    traces : the figure's traces by their :func:`~bclviz.plots.three_spaces_figure` uid
+        (``FigureWidget`` renames uids; these keep the builder's names).
+    projection : the fitted :class:`~bclviz.projection.SpaceProjection`.
+    method_toggle, eps_slider, k_slider, gamma_slider, proxies_html : the controls.
+    state : the latest :func:`explorer_state` result.
+    """
+
+    def __init__(
+        self,
+        result,
+        *,
+        method: PerturbationMethod = "ndpp",
+        projection: Literal["pca", "umap", "raw", "auto"] = "auto",
+        reference: str | None = None,
+        eps: float | None = None,
+        k: int | None = None,
+        gamma: float | None = None,
+        max_points: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        import ipywidgets as w
+        import plotly.graph_objects as go
+
+        from ..plots import preferred_method, result_blocks, three_spaces_figure
+        from ..projection import project_spaces
+        from ..train import embed
+
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {list(_METHODS)}, got {method!r}")
+        if reference is None:
+            reference = method if method in result.new else preferred_method(list(result.new))
+        if reference not in result.new or "old_protos" not in result.new[reference].state:
+            raise ValueError(f"reference must name a trained new model; available: {sorted(result.new)}")
+        self.result, self.reference = result, reference
+        state = result.new[reference].state
+        self.old_protos, self.new_protos = state["old_protos"], state["new_protos"]
+        num_classes = self.old_protos.shape[0]
+        if num_classes < 2:
+            raise ValueError(f"the explorer needs at least 2 classes, got {num_classes}")
+        x, self.labels = _subsample(result.data.new_train, max_points, seed)
+        self.features = embed(result.old.model, x)
+
+        blocks, feature_labels = result_blocks(result, reference, max_points=max_points, seed=seed)
+        self.projection = project_spaces(blocks, method=projection, random_state=seed)
+        self._old_coords = self.projection.embedding_["old_protos"]
+
+        trained = result.results.get("methods", {}).get(method, {}).get("settings", {})
+        eps = trained.get("eps", MethodConfig.eps) if eps is None else eps
+        gamma = trained.get("gamma", MethodConfig.gamma) if gamma is None else gamma
+        k = (trained.get("k") or default_k(method)) if k is None else k
+        self.method_toggle = w.ToggleButtons(options=[("NDPP", "ndpp"), ("ODPP", "odpp")], value=method,
+                                             description="method")
+        self.eps_slider = w.FloatSlider(value=eps, min=0.0, max=1.0, step=0.02, description="eps",
+                                        readout_format=".2f")
+        self.k_slider = w.IntSlider(value=min(k, num_classes - 1), min=1, max=num_classes - 1,
+                                    description="k")
+        self.gamma_slider = w.FloatSlider(value=gamma, min=0.0, max=1.0, step=0.01, description="gamma",
+                                          disabled=method != "odpp")
+        self.proxies_html = w.HTML()
+        figure = three_spaces_figure(self.projection.embedding_, feature_labels)
+        figure.update_layout(title=f"pseudo-old space of {reference} ({self.projection.method_})")
+        self.fig = go.FigureWidget(figure)
+        # FigureWidget gives its traces fresh uids; keep the builder's names by position
+        self.traces = {trace.uid: widget_trace for trace, widget_trace in zip(figure.data, self.fig.data)}
+        self.state: dict = {}
+        self.update()
+        for control in (self.method_toggle, self.eps_slider, self.k_slider, self.gamma_slider):
+            control.observe(self._on_change, names="value")
+        self.widget = w.VBox([
+            w.HBox([self.method_toggle, self.eps_slider]),
+            w.HBox([self.k_slider, self.gamma_slider]),
+            self.proxies_html,
+            self.fig,
+        ])
+
+    @property
+    def params(self) -> dict:
+        """Current ``method``, ``eps``, ``k`` and ``gamma``."""
+        return dict(method=self.method_toggle.value, eps=float(self.eps_slider.value),
+                    k=int(self.k_slider.value), gamma=float(self.gamma_slider.value))
+
+    def method_config(self, base: MethodConfig | None = None) -> MethodConfig:
+        """The current setting as a :class:`MethodConfig` (other fields from ``base``)."""
+        p = self.params
+        base = MethodConfig(name=p["method"]) if base is None else base
+        return dataclasses.replace(base, name=p["method"], eps=p["eps"], k=p["k"], gamma=p["gamma"])
+
+    def compute(self) -> dict:
+        """:func:`explorer_state` for the current controls."""
+        return explorer_state(self.old_protos, self.new_protos, **self.params,
+                              features=self.features, labels=self.labels)
+
+    def update(self) -> None:
+        """Recompute the state and redraw the pseudo-old prototypes, arrows and proxies."""
+        from ..plots import pseudo_old_trace_updates
+
+        self.gamma_slider.disabled = self.method_toggle.value != "odpp"
+        self.state = self.compute()
+        coords = self.projection.place(self.state["pseudo_old"])
+        updates = pseudo_old_trace_updates(self._old_coords, coords)
+        with self.fig.batch_update():
+            for uid, values in updates.items():
+                self.traces[uid].update(values)
+        self.proxies_html.value = format_proxies(self.state["proxies"])
+
+    def _on_change(self, change) -> None:
+        self.update()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def measure_latency(explorer: PerturbationExplorer, n: int = 20) -> dict:
+    """Time ``n`` eps-slider moves (compute + figure update) of ``explorer``.
+
+    Returns ``{"median_ms", "p95_ms", "n", "method"}``; the slider is put back afterwards.
+    """
+    start = explorer.eps_slider.value
+    values = [round(v, 2) for v in np.linspace(0.02, 0.98, n)]
+    times = []
+    try:
+        for v in values:
+            if v == explorer.eps_slider.value:
+                v = round(v + 0.01, 2)
+            t0 = time.perf_counter()
+            explorer.eps_slider.value = v
+            times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        explorer.eps_slider.value = start
+    return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
+            "n": n, "method": explorer.method_toggle.value}

@@ -1,0 +1,272 @@
+"""Widgets built in plain pytest: set a control, compare the figure with the pure function."""
+
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import bclviz.widgets.lab as lab_module
+from bclviz.config import MethodConfig, TrainConfig
+from bclviz.experiment import default_experiment, run_experiment, train_and_evaluate_new
+from bclviz.perturb import ndpp, odpp, pseudo_old
+from bclviz.proxies import crowding, drift, recognisability
+from bclviz.runconfig import RunConfig, load_run_config
+from bclviz.widgets import (
+    PerturbationExplorer,
+    TrainingLab,
+    default_k,
+    explorer_state,
+    format_proxies,
+    measure_latency,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train far faster on one thread than on two shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(one_thread):
+    cfg = default_experiment(
+        "toy", data_options=dict(num_superclasses=3, siblings=2, train_per_class=40, eval_per_class=8),
+        old_train=TrainConfig(epochs=2), new_train=TrainConfig(epochs=2),
+        methods=(MethodConfig(name="proto"), MethodConfig(name="ndpp")),
+    )
+    return cfg, run_experiment(cfg, progress=False)
+
+
+@pytest.fixture()
+def explorer(tiny):
+    return PerturbationExplorer(tiny[1], projection="pca")
+
+
+def pure(ex, **params):
+    p = {**ex.params, **params}
+    return explorer_state(ex.old_protos, ex.new_protos, **p, features=ex.features, labels=ex.labels)
+
+
+def xy(trace):
+    return np.column_stack([np.asarray(trace.x, dtype=float), np.asarray(trace.y, dtype=float)])
+
+
+def assert_figure_matches(ex, **params):
+    state = pure(ex, **params)
+    want = ex.projection.place(state["pseudo_old"])
+    np.testing.assert_allclose(xy(ex.traces["pseudo_old_protos"]), want, rtol=1e-6, atol=1e-9)
+    arrows = xy(ex.traces["pseudo_old_arrows"]).reshape(-1, 3, 2)
+    np.testing.assert_allclose(arrows[:, 0], ex.projection.place(ex.old_protos), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(arrows[:, 1], want, rtol=1e-6, atol=1e-9)
+    assert np.isnan(arrows[:, 2]).all()
+    assert ex.proxies_html.value == format_proxies(state["proxies"])
+    torch.testing.assert_close(ex.state["pseudo_old"], state["pseudo_old"])
+    return state
+
+
+def test_explorer_state_is_the_perturbation(tiny):
+    state = tiny[1].new["ndpp"].state
+    p_o, p_n = state["old_protos"], state["new_protos"]
+    s = explorer_state(p_o, p_n, method="ndpp", eps=0.3, k=3)
+    torch.testing.assert_close(s["delta"], ndpp(p_o, p_n, eps=0.3, k=3))
+    torch.testing.assert_close(s["pseudo_old"], pseudo_old(p_o, s["delta"]))
+    assert s["proxies"] == pytest.approx({
+        "crowding_old": crowding(p_o), "crowding_pseudo_old": crowding(s["pseudo_old"]),
+        "drift_deg": math.degrees(drift(s["pseudo_old"], p_o)),
+    })
+    o = explorer_state(p_o, p_n, method="odpp", eps=0.3, k=4, gamma=0.5)
+    torch.testing.assert_close(o["delta"], odpp(p_o, p_n, eps=0.3, k=4, gamma=0.5))
+    f = torch.nn.functional.normalize(p_o[[0, 1, 2, 3]] + 0.01, dim=1)
+    y = torch.tensor([0, 1, 2, 3])
+    with_f = explorer_state(p_o, p_n, method="ndpp", eps=0.0, k=1, features=f, labels=y)
+    assert with_f["proxies"]["recognisability"] == recognisability(f, y, p_o)
+    assert with_f["proxies"]["drift_deg"] == pytest.approx(0.0, abs=1e-3)
+    with pytest.raises(ValueError, match="method must be one of"):
+        explorer_state(p_o, p_n, method="bct", eps=0.3, k=3)
+    with pytest.raises(ValueError, match="k must be smaller"):
+        explorer_state(p_o, p_n, method="ndpp", eps=0.3, k=6)
+    assert (default_k("ndpp"), default_k("odpp")) == (5, 8)
+
+
+def test_construction_displays_nothing(tiny, capsys, monkeypatch):
+    import IPython.core.display_functions as display_functions
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(display_functions, "display", lambda *a, **k: shown.append(a))
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: shown.append(a))
+    ex = PerturbationExplorer(tiny[1], projection="pca")
+    lab = TrainingLab(tiny[1], tiny[0], explorer=ex)
+    out = capsys.readouterr()
+    assert (out.out, out.err, shown) == ("", "", [])
+    bundle = ex._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.widget.model_id
+    assert lab._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"] == lab.widget.model_id
+    assert ex.fig in ex.widget.children and lab.tradeoff in lab.widget.children
+
+
+def test_explorer_starts_at_trained_setting(explorer, tiny):
+    settings = tiny[1].results["methods"]["ndpp"]["settings"]
+    assert explorer.params == dict(method="ndpp", eps=settings["eps"], k=default_k("ndpp"), gamma=settings["gamma"])
+    assert explorer.reference == "ndpp" and explorer.projection.method_ == "pca"
+    assert explorer.k_slider.max == tiny[1].data.num_classes - 1
+    assert explorer.gamma_slider.disabled
+    assert explorer.traces["pseudo_old_protos"].name == "pseudo old protos"
+    assert explorer.features.shape[0] == explorer.labels.shape[0] == len(tiny[1].data.new_train)
+    assert_figure_matches(explorer)
+
+
+def test_eps_slider_moves_only_pseudo_old(explorer):
+    before = {uid: xy(t) for uid, t in explorer.traces.items()}
+    explorer.eps_slider.value = 0.3
+    state = assert_figure_matches(explorer, eps=0.3)
+    assert set(state["proxies"]) == {"crowding_old", "crowding_pseudo_old", "drift_deg", "recognisability"}
+    for key, value in state["proxies"].items():
+        assert (f"{value:.2f}&deg;" if key == "drift_deg" else f"{value:.3f}") in explorer.proxies_html.value, key
+    for uid, coords in before.items():
+        if uid not in ("pseudo_old_protos", "pseudo_old_arrows"):
+            np.testing.assert_array_equal(xy(explorer.traces[uid]), coords)
+    assert not np.allclose(xy(explorer.traces["pseudo_old_protos"]), before["pseudo_old_protos"])
+    explorer.eps_slider.value = 0.0
+    assert_figure_matches(explorer, eps=0.0)
+    np.testing.assert_allclose(xy(explorer.traces["pseudo_old_protos"]),
+                               explorer.projection.embedding_["old_protos"], atol=1e-6)
+
+
+def test_odpp_k_and_gamma(explorer):
+    explorer.method_toggle.value = "odpp"
+    assert not explorer.gamma_slider.disabled
+    assert_figure_matches(explorer, method="odpp")
+    explorer.eps_slider.value = 0.5
+    explorer.k_slider.value = 3
+    explorer.gamma_slider.value = 0.5
+    assert explorer.params == dict(method="odpp", eps=0.5, k=3, gamma=0.5)
+    assert_figure_matches(explorer, method="odpp", eps=0.5, k=3, gamma=0.5)
+    assert explorer.method_config(MethodConfig(name="odpp", lam=2.0)) == MethodConfig(
+        name="odpp", lam=2.0, eps=0.5, k=3, gamma=0.5)
+    explorer.method_toggle.value = "ndpp"
+    assert explorer.gamma_slider.disabled
+    assert_figure_matches(explorer, method="ndpp", eps=0.5, k=3)
+
+
+def test_measure_latency_restores_the_slider(explorer):
+    explorer.eps_slider.value = 0.2
+    timing = measure_latency(explorer, n=4)
+    assert set(timing) == {"median_ms", "p95_ms", "n", "method"} and timing["n"] == 4
+    assert 0 < timing["median_ms"] <= timing["p95_ms"]
+    assert explorer.eps_slider.value == 0.2
+    assert_figure_matches(explorer, eps=0.2)
+
+
+def test_explorer_rejects_bad_arguments(tiny):
+    with pytest.raises(ValueError, match="method must be one of"):
+        PerturbationExplorer(tiny[1], method="bct", projection="pca")
+    with pytest.raises(ValueError, match=r"reference.*available: \['independent', 'ndpp', 'proto'\]"):
+        PerturbationExplorer(tiny[1], reference="odpp", projection="pca")
+
+
+def counted(monkeypatch, gate=None, fail=None):
+    calls = []
+
+    def wrapped(data, old, cfg, method, **kwargs):
+        calls.append(method)
+        if gate is not None:
+            assert gate.wait(30)
+        if fail is not None:
+            raise fail
+        return lab_module_train(data, old, cfg, method, **kwargs)
+
+    monkeypatch.setattr(lab_module, "train_setting", wrapped)
+    return calls
+
+
+lab_module_train = lab_module.train_setting
+
+
+def test_lab_trains_once_and_plots_the_point(tiny, explorer, monkeypatch):
+    cfg, res = tiny
+    gate = threading.Event()
+    calls = counted(monkeypatch, gate=gate)
+    lab = TrainingLab(res, cfg, explorer=explorer)
+    explorer.eps_slider.value = 0.3
+    lab.train_button.click()
+    assert lab.train_button.disabled
+    lab.train_button.click()  # ignored: a run is in progress
+    assert lab.train() is False
+    with pytest.raises(TimeoutError, match="still running"):
+        lab.wait(timeout=0.01)
+    gate.set()
+    record = lab.wait(timeout=60)
+    assert len(calls) == 1 and calls[0] == MethodConfig(name="ndpp", eps=0.3, k=5)
+    assert not lab.train_button.disabled and lab.progress.value == lab.progress.max == cfg.new_train.epochs
+    key = f"mAP@{cfg.k}"
+    trained = lab.traces["points:trained"]
+    assert (list(trained.x), list(trained.y)) == ([record["cross"][key]], [record["self"][key]])
+    assert lab.records == [record] and record["label"] in lab.records_html.value
+    assert record["compatible"] == (record["cross"][key] > res.results["old"]["self"][key])
+    assert list(lab.traces["criterion"].x) == [lab.m_oo] * 2
+    # same seed, same numbers as the experiment's own path
+    _, reference = train_and_evaluate_new(res.data, res.old, cfg, calls[0], progress=False)
+    assert (record["self"], record["cross"]) == (reference["self"], reference["cross"])
+    # the lock is free again: a second setting trains and joins the plot
+    explorer.method_toggle.value = "odpp"
+    assert lab.train() is True
+    second = lab.wait(timeout=60)
+    assert len(calls) == 2 and second["method"] == "odpp"
+    assert list(trained.x) == [record["cross"][key], second["cross"][key]]
+
+
+def test_lab_failure_is_reported(tiny, explorer, monkeypatch):
+    cfg, res = tiny
+    calls = counted(monkeypatch, fail=ValueError("boom"))
+    lab = TrainingLab(res, cfg, explorer=explorer)
+    lab.train_button.click()
+    with pytest.raises(ValueError, match="boom"):
+        lab.wait(timeout=60)
+    assert "boom" in lab.status.value and not lab.train_button.disabled
+    assert lab.records == [] and len(lab.traces["points:trained"].x) == 0
+    assert lab.train() is True  # the lock was released
+    with pytest.raises(ValueError):
+        lab.wait(timeout=60)
+    assert len(calls) == 2
+
+
+def test_lab_uses_the_sweep_cache(tiny, explorer, monkeypatch, tmp_path):
+    cfg, res = tiny
+    calls = counted(monkeypatch)
+    lab = TrainingLab(res, cfg, explorer=explorer, cache_dir=tmp_path)
+    lab.train()
+    first = lab.wait(timeout=60)
+    assert len(list(tmp_path.glob("*.json"))) == 1 and lab.last_result is not None
+    lab.train()
+    assert lab.wait(timeout=60) == first and len(calls) == 1 and lab.last_result is None
+
+
+def test_lab_export_config(tiny, explorer, tmp_path):
+    cfg, res = tiny
+    lab = TrainingLab(res, cfg, explorer=explorer)
+    explorer.method_toggle.value = "odpp"
+    explorer.eps_slider.value = 0.36
+    path = lab.export_config(tmp_path / "chosen.yaml")
+    loaded = load_run_config(path)
+    assert loaded == RunConfig.from_experiment(cfg, MethodConfig(name="odpp", eps=0.36, k=5, gamma=0.1))
+    assert loaded.method == lab.current_method()
+    lab.export_path.value = str(tmp_path / "button.yaml")
+    lab.export_button.click()
+    assert load_run_config(tmp_path / "button.yaml") == loaded
+    assert "button.yaml" in lab.status.value
+
+
+def test_lab_keeps_method_settings_from_cfg(tiny, explorer):
+    import dataclasses
+
+    cfg, res = tiny
+    cfg = dataclasses.replace(cfg, methods=(MethodConfig(name="ndpp", lam=3.0, warmup_epochs=0),))
+    lab = TrainingLab(res, cfg, explorer=explorer)
+    explorer.eps_slider.value = 0.2
+    assert lab.current_method() == MethodConfig(name="ndpp", lam=3.0, warmup_epochs=0, eps=0.2, k=5)
