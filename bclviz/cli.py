@@ -13,7 +13,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import DATASETS
+    from .experiment import DEMO_DATASETS
 
     parser = argparse.ArgumentParser(prog="bclviz", description="Backward-compatible learning toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="train old, independent and every method at default settings; write results.json and report.html",
     )
-    demo.add_argument("--dataset", choices=DATASETS, default="toy")
+    demo.add_argument("--dataset", choices=DEMO_DATASETS, default="toy")
     demo.add_argument("--out", type=Path, required=True, help="output folder")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -80,17 +80,16 @@ def _run(args) -> int:
         info = init_from_env()
         try:
             out = run_training(run_cfg, progress=not args.quiet)
+            if is_main():
+                print(json.dumps(out, indent=2))
         finally:
             if info.enabled:
                 import torch.distributed as dist
 
                 dist.destroy_process_group()
-    elif args.command == "evaluate":
-        out = run_evaluation(run_cfg)
-    else:
-        out = {"features": str(extract_features(run_cfg))}
-    if is_main():
-        print(json.dumps(out, indent=2))
+        return 0
+    out = run_evaluation(run_cfg) if args.command == "evaluate" else {"features": str(extract_features(run_cfg))}
+    print(json.dumps(out, indent=2))
     return 0
 
 

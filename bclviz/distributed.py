@@ -40,11 +40,13 @@ def init_from_env(backend: str | None = None) -> DistInfo:
     """Join the process group described by torchrun's environment variables.
 
     Uses ``nccl`` when CUDA is available and ``gloo`` otherwise, unless ``backend`` is
-    given. Returns the single-process :class:`DistInfo` when ``WORLD_SIZE`` is unset or 1.
+    given; with CUDA, each rank selects GPU ``LOCAL_RANK``. Returns the single-process :class:`DistInfo` when ``WORLD_SIZE`` is unset or 1.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistInfo()
     if not dist.is_initialized():
+        if torch.cuda.is_available():  # one GPU per rank: rank-local CUDA calls go to LOCAL_RANK
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend=backend)
     return dist_info()

@@ -23,7 +23,7 @@ from .train import TrainResult, embed, train_new, train_old
 __all__ = [
     "ModelSpec", "ExperimentConfig", "ExperimentResult", "InputView",
     "default_experiment", "build_old_model", "build_new_model", "run_experiment",
-    "retrieval_scores", "train_and_evaluate_new",
+    "retrieval_scores", "train_and_evaluate_new", "DEMO_DATASETS",
 ]
 
 
@@ -60,6 +60,10 @@ class ExperimentConfig:
             raise ValueError(f"methods must have distinct names, got {names}")
 
 
+#: datasets with default experiment settings (the demo's choices)
+DEMO_DATASETS = ("toy", "digits", "fashion-mnist", "glyphs")
+
+
 def default_experiment(dataset: str = "toy", *, seed: int = 0, **overrides) -> ExperimentConfig:
     """Default settings per dataset; ``overrides`` replace top-level fields."""
     if dataset == "toy":
@@ -79,10 +83,17 @@ def default_experiment(dataset: str = "toy", *, seed: int = 0, **overrides) -> E
             old_model=ModelSpec("cnn", 64, {"width": 8}), new_model=ModelSpec("cnn", 64, {"width": 16}),
             old_train=TrainConfig(epochs=3), new_train=TrainConfig(epochs=3),
         )
+    elif dataset == "glyphs":
+        cfg = ExperimentConfig(
+            dataset="glyphs", seed=seed,
+            old_model=ModelSpec("cnn", 64, {"width": 8}), new_model=ModelSpec("cnn", 64, {"width": 16}),
+            old_train=TrainConfig(epochs=6), new_train=TrainConfig(epochs=6),
+        )
     else:
-        from .data import DATASETS
-
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+        raise ValueError(
+            f"no default experiment for dataset {dataset!r}; choose one of {list(DEMO_DATASETS)}, "
+            "or write a run config for `bclviz train` (docs/full_runs.md)"
+        )
     return dataclasses.replace(cfg, **overrides)
 
 

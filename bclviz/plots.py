@@ -324,6 +324,12 @@ def tradeoff_points(results: Mapping, *, metric: str | None = None, include_refe
     return points
 
 
+def sweep_points(records: Sequence[Mapping], *, metric: str = "mAP@100") -> list[dict]:
+    """Points for :func:`tradeoff_figure` from sweep records (:func:`bclviz.sweep.run_sweep`)."""
+    return [dict(label=r["label"], method=r.get("method", r["label"]), self=r["self"][metric],
+                 cross=r["cross"][metric], settings=r.get("settings", {})) for r in records]
+
+
 def _hover(p: Mapping) -> str:
     settings = "<br>".join(f"{k} = {v}" for k, v in (p.get("settings") or {}).items())
     return f"<b>{p.get('label', p.get('method', ''))}</b>" + (f"<br>{settings}" if settings else "")

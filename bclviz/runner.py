@@ -6,7 +6,9 @@ notebook drives a run here, in one process or under ``torchrun`` (see
 
 - ``old.pt`` / ``new-<method>.pt`` (+ ``.json`` metadata): checkpoints written after
   every epoch; an interrupted run resumes from them.
-- ``metrics.json``: M(old,old), M(new,new), M(new,old), the criterion and the gains.
+- ``metrics.json``: M(old,old), M(new,new), M(new,old) (mAP@k, R@1/5/10; per-query
+  relevance for GLDv2), the headline metric (``BCLData.headline``, else mAP@k), the
+  criterion and the compatibility gain judged on it.
 - ``history.json``: the per-epoch training history of both models.
 """
 
@@ -54,17 +56,41 @@ def _train_both(run_cfg: RunConfig, *, progress: bool, require_existing: bool) -
     return data, old, new
 
 
+def _relevance_scores(q: torch.Tensor, g: torch.Tensor, relevant, *, k: int,
+                      recall_at: tuple[int, ...] = (1, 5, 10)) -> dict:
+    """mAP@k (official GLDv2, :func:`~bclviz.data.gldv2.map_at_k_relevance`) and R@r (a
+    relevant item among the top r) of normalised features, from an exact faiss top-k
+    inner-product search; ``relevant[i]`` lists the gallery positions relevant to query i."""
+    import faiss
+
+    from .data.gldv2 import map_at_k_relevance
+
+    depth = min(max(k, *recall_at), g.shape[0])
+    _, idx = faiss.knn(np.ascontiguousarray(q.numpy(), dtype=np.float32),
+                       np.ascontiguousarray(g.numpy(), dtype=np.float32), depth, metric=faiss.METRIC_INNER_PRODUCT)
+    hits = np.stack([np.isin(row, rel) for row, rel in zip(idx, relevant)])
+    recall = {f"R@{r}": float(hits[:, :r].any(axis=1).mean()) for r in recall_at}
+    return {f"mAP@{k}": map_at_k_relevance(idx, relevant, k=k), **recall, "n_queries": len(relevant)}
+
+
 def _metrics(run_cfg: RunConfig, data, old: TrainResult, new: TrainResult) -> dict:
+    # Each model embeds the query and gallery images once (they may be read from disk).
+    feats = {}
+    for name, result in (("old", old), ("new", new)):
+        q = embed(result.model, data.query.x)
+        feats[name] = (q, q if data.query_is_gallery else embed(result.model, data.gallery.x))
+
     def m(qm, gm):
-        q = embed(qm, data.query.x)
-        g = embed(gm, data.gallery.x)
+        q, g = feats[qm][0], feats[gm][1]
+        if data.relevance is not None:
+            return _relevance_scores(q, g, data.relevance, k=run_cfg.k)
         return evaluate(q, data.query.y, g, data.gallery.y, k=run_cfg.k, exclude_self=data.query_is_gallery)
 
-    key = f"mAP@{run_cfg.k}"
-    res = {"old_old": m(old.model, old.model), "new_new": m(new.model, new.model), "new_old": m(new.model, old.model)}
+    key = data.headline or f"mAP@{run_cfg.k}"
+    res = {"old_old": m("old", "old"), "new_new": m("new", "new"), "new_old": m("new", "old")}
     res["compatible"] = is_compatible(res["new_old"][key], res["old_old"][key])
     res["compatibility_gain"] = compatibility_gain(res["new_old"][key], res["old_old"][key])
-    return {"dataset": run_cfg.dataset, "method": run_cfg.method.name, "k": run_cfg.k, **res}
+    return {"dataset": run_cfg.dataset, "method": run_cfg.method.name, "k": run_cfg.k, "headline": key, **res}
 
 
 def run_training(run_cfg: RunConfig, *, progress: bool = True) -> dict:

@@ -52,16 +52,23 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``"cpu"``, ``"cuda"`` (this process's current GPU, set per rank under torchrun) or ``"auto"``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("TrainConfig.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("TrainConfig.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 
 @torch.no_grad()
 def embed(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """Normalised embeddings (n, d) of inputs ``x`` (on the CPU) with the model in eval mode."""
+    """Normalised embeddings (n, d) of inputs ``x`` (on the CPU) with the model in eval mode.
+
+    ``x`` is a tensor or a tensor-like read batch by batch (``x[s : s + batch_size]``),
+    e.g. :class:`~bclviz.data.lazy.LazyImages`.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -96,7 +103,9 @@ def _check_training_data(data: Labeled, num_classes: int) -> None:
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got range [{int(data.y.min())}, {int(data.y.max())}]"
         )
-    if not torch.isfinite(data.x).all():
+    # Lazily loaded inputs (bclviz.data.lazy.LazyImages) are decoded images, finite by
+    # construction; reading them all here would defeat the laziness.
+    if isinstance(data.x, torch.Tensor) and not torch.isfinite(data.x).all():
         raise ValueError("the training inputs contain NaN or Inf values")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 __all__ = ["Labeled", "BCLData"]
@@ -11,7 +12,12 @@ __all__ = ["Labeled", "BCLData"]
 
 @dataclass(frozen=True)
 class Labeled:
-    """Inputs ``x`` (n, ...) with integer labels ``y`` (n,)."""
+    """Inputs ``x`` (n, ...) with integer labels ``y`` (n,).
+
+    ``x`` is a tensor, or a lazily loaded tensor-like such as
+    :class:`~bclviz.data.lazy.LazyImages` (``shape``, indexing that returns tensors,
+    and ``take(index)`` for a subset that stays lazy).
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -27,7 +33,8 @@ class Labeled:
 
     def subset(self, index: torch.Tensor) -> "Labeled":
         index = torch.as_tensor(index, dtype=torch.long)
-        return Labeled(self.x[index], self.y[index])
+        x = self.x[index] if isinstance(self.x, torch.Tensor) else self.x.take(index)
+        return Labeled(x, self.y[index])
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,12 @@ class BCLData:
     old_view : optional (D, D) matrix applied to flattened inputs before the old model
         (the toy's "coarse view": the old model sees a degraded input).
     info : free-form description of how the data was made (seed, ratios, protocol).
+    relevance : optional, one sorted int64 array per query: the positions in
+        ``gallery`` relevant to it (GLDv2 retrieval, where relevance is not given by
+        class labels; query and gallery labels are then -1). When set, retrieval is
+        scored with :func:`bclviz.data.gldv2.map_at_k_relevance`, not by labels.
+    headline : optional metric name (e.g. ``"R@1"``, In-shop's convention) that a run
+        reports as its headline and judges compatibility on; ``None`` means ``mAP@k``.
     """
 
     name: str
@@ -61,3 +74,5 @@ class BCLData:
     query_is_gallery: bool = False
     old_view: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
+    relevance: tuple[np.ndarray, ...] | None = None
+    headline: str | None = None

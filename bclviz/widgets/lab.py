@@ -175,11 +175,10 @@ class TrainingLab:
             self._lock.release()
 
     def _show(self, record: dict) -> None:
-        from ..plots import pareto_front
+        from ..plots import pareto_front, sweep_points
 
         trained = self.traces["points:trained"]
-        points = self._points + [dict(label=r["label"], self=r["self"][self.key], cross=r["cross"][self.key])
-                                 for r in self.records]
+        points = self._points + sweep_points(self.records, metric=self.key)
         front = sorted(pareto_front(points), key=lambda i: points[i]["cross"])
         with self.tradeoff.batch_update():
             trained.x = [r["cross"][self.key] for r in self.records]

@@ -1,0 +1,202 @@
+"""Tests for bclviz.data.glyphs (characters rendered offline from the local fonts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bclviz.data import glyphs
+from bclviz.data.glyphs import GLYPH_CLASSES, find_fonts, make_glyphs
+
+try:
+    FONTS = find_fonts()
+except FileNotFoundError as err:  # pragma: no cover - depends on the machine
+    pytest.skip(str(err), allow_module_level=True)
+
+#: a small configuration that renders in well under a second
+SMALL = dict(size=12, images_per_font=2, classes=list("0Oo1lIAB"), train_fonts=2,
+             eval_fonts=1, max_rotation=5.0)  # fmt: skip
+
+
+def arrays(data):
+    return [data.new_train.x, data.new_train.y, data.old_train.x, data.old_train.y,
+            data.query.x, data.query.y]  # fmt: skip
+
+
+def same(a, b) -> bool:
+    return all(torch.equal(u, v) for u, v in zip(arrays(a), arrays(b), strict=True))
+
+
+@pytest.fixture(scope="session")
+def default_glyphs(tmp_path_factory):
+    return make_glyphs(cache_dir=tmp_path_factory.mktemp("glyphs"))
+
+
+# ----------------------------------------------------------------------------- defaults
+def test_defaults_shapes_and_ranges(default_glyphs):
+    d = default_glyphs
+    assert d.name == "glyphs" and d.input_shape == (1, 28, 28) and d.query_is_gallery
+    for part in (d.new_train, d.old_train, d.query):
+        assert part.x.dtype == torch.float32 and part.x.shape[1:] == (1, 28, 28)
+        assert part.y.dtype == torch.int64
+        assert float(part.x.min()) == 0.0 and float(part.x.max()) == 1.0
+    assert d.query is d.gallery
+    n_train, n_eval = len(d.info["train_fonts"]), len(d.info["eval_fonts"])
+    assert (n_train, n_eval) == (8, 4)
+    assert len(d.new_train) == d.num_classes * n_train * 8
+    assert len(d.query) == d.num_classes * n_eval * 8
+    assert d.info["protocol"] == "open-set-by-font" and d.info["n_eval"] == len(d.query)
+
+
+def test_defaults_have_many_classes_all_present_everywhere(default_glyphs):
+    d = default_glyphs
+    assert d.num_classes >= 100
+    assert d.num_classes == len(GLYPH_CLASSES) - len(d.info["dropped_classes"])
+    everything = list(range(d.num_classes))
+    assert sorted(d.new_train.y.unique().tolist()) == everything
+    assert sorted(d.query.y.unique().tolist()) == everything  # same ids as training
+    counts = torch.bincount(d.query.y)
+    assert counts.min() == counts.max() == 4 * 8
+    assert len(set(d.info["class_chars"])) == len(d.info["class_chars"]) == d.num_classes
+
+
+def test_train_and_eval_fonts_are_disjoint(default_glyphs):
+    info = default_glyphs.info
+    assert not set(info["train_fonts"]) & set(info["eval_fonts"])
+    assert set(info["train_fonts"]) | set(info["eval_fonts"]) <= {p.stem for p in FONTS}
+
+
+def test_old_classes_are_the_first_labels(default_glyphs):
+    d = default_glyphs
+    assert d.num_old_classes == int(np.ceil(0.5 * d.num_classes))
+    assert sorted(d.old_train.y.unique().tolist()) == list(range(d.num_old_classes))
+    old = d.new_train.y < d.num_old_classes
+    assert torch.equal(d.old_train.x, d.new_train.x[old])  # every old-class image, in order
+
+
+def test_lookalikes_are_reported():
+    d = make_glyphs(**{**SMALL, "classes": ["A", "Α", "o", "ο", "0", "O"],
+                       "train_fonts": ["DejaVuSans", "DejaVuSerif"],
+                       "eval_fonts": ["DejaVuSansMono"]}, cache_dir=None)  # fmt: skip
+    assert d.info["identical_classes"] == ["AΑ", "oο"]  # Latin and Greek share outlines
+
+
+# ----------------------------------------------------------------------------- rendering
+def test_plain_rendering_is_centred_and_keeps_case():
+    d = make_glyphs(size=28, images_per_font=2, classes=["O", "o", "H"], train_fonts=["DejaVuSans"],
+                    eval_fonts=["DejaVuSerif"], max_rotation=0, max_shift=0,
+                    scale_range=(1, 1), cache_dir=None)  # fmt: skip
+    chars = d.info["class_chars"]
+    image = {chars[int(y)]: x[0].numpy() for x, y in zip(d.new_train.x, d.new_train.y)}
+    for char in ("O", "H"):  # symmetric glyphs sit in the middle
+        cols = image[char].sum(0)
+        assert abs((cols * np.arange(28)).sum() / cols.sum() - 13.5) < 0.5
+    rows = {c: np.flatnonzero(image[c].sum(1) > 0.5) for c in ("O", "o")}
+    assert len(rows["o"]) < 0.85 * len(rows["O"])  # lower case stays smaller
+    assert abs(rows["o"][-1] - rows["O"][-1]) <= 1  # on the same baseline
+
+
+def test_missing_glyphs_are_dropped():
+    d = make_glyphs(**{**SMALL, "classes": ["A", "B", "中"]}, cache_dir=None)
+    assert d.info["dropped_classes"] == "中"
+    assert d.num_classes == 2 and sorted(d.info["class_chars"]) == ["A", "B"]
+
+
+def test_named_fonts_are_used():
+    d = make_glyphs(**{**SMALL, "train_fonts": ["DejaVuSans", "DejaVuSerif.ttf"],
+                       "eval_fonts": ["DejaVuSansMono"]}, cache_dir=None)  # fmt: skip
+    assert d.info["train_fonts"] == ["DejaVuSans", "DejaVuSerif"]
+    assert d.info["eval_fonts"] == ["DejaVuSansMono"]
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_same_seed_same_data_other_seed_differs():
+    a = make_glyphs(**SMALL, seed=3, cache_dir=None)
+    b = make_glyphs(**SMALL, seed=3, cache_dir=None)
+    c = make_glyphs(**SMALL, seed=4, cache_dir=None)
+    assert same(a, b) and a.info == b.info
+    assert not torch.equal(a.query.x, c.query.x)
+
+
+def test_cache_hit_does_not_render(tmp_path, monkeypatch):
+    first = make_glyphs(**SMALL, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("glyphs-*.npz"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("rendered although the cache holds these images")
+
+    monkeypatch.setattr(glyphs, "render_glyph_images", fail)
+    second = make_glyphs(**SMALL, cache_dir=tmp_path)
+    assert same(first, second) and first.info == second.info
+    other_ratio = make_glyphs(**{**SMALL, "old_ratio": 0.25}, cache_dir=tmp_path)  # same images
+    assert torch.equal(other_ratio.query.x, first.query.x)
+    with pytest.raises(AssertionError, match="rendered"):
+        make_glyphs(**SMALL, seed=1, cache_dir=tmp_path)
+
+
+def test_corrupt_cache_is_regenerated(tmp_path):
+    first = make_glyphs(**SMALL, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("glyphs-*.npz")
+    path.write_bytes(b"not a zip file")
+    again = make_glyphs(**SMALL, cache_dir=tmp_path)
+    assert same(first, again)
+    with np.load(path, allow_pickle=False) as npz:  # rewritten as a valid file
+        assert npz["x"].shape[1:] == (12, 12)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_no_fonts_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        make_glyphs(font_dir=tmp_path, cache_dir=None)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"size": 4}, "size"),
+        ({"images_per_font": 0}, "images_per_font"),
+        ({"classes": "abc"}, "classes"),
+        ({"classes": ["A"]}, "classes"),
+        ({"classes": ["A", "AB"]}, "classes"),
+        ({"old_ratio": 1.0}, "old_ratio"),
+        ({"max_shift": 0.5}, "max_shift"),
+        ({"max_rotation": -1}, "max_rotation"),
+        ({"scale_range": (1.2, 1.0)}, "scale_range"),
+        ({"scale_range": 1.0}, "scale_range"),
+        ({"train_fonts": 0}, "train_fonts"),
+        ({"eval_fonts": 1, "images_per_font": 1}, "eval_fonts"),
+        ({"train_fonts": 100}, "more fonts"),
+        ({"train_fonts": ["NoSuchFont"]}, "NoSuchFont"),
+        ({"train_fonts": ["DejaVuSans"], "eval_fonts": ["DejaVuSans"]}, "share"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_parameters_raise(change, message):
+    with pytest.raises(ValueError, match=message):
+        make_glyphs(**{**SMALL, **change}, cache_dir=None)
+
+
+def test_fonts_lacking_a_class_are_avoided_or_the_class_dropped(tmp_path, monkeypatch):
+    """DejaVuSerif pretends to lack Greek Alpha, DejaVuSans-Bold the digit 7."""
+    real = glyphs._font_masters
+
+    def patched(path, chars, em):
+        found = real(path, chars, em)
+        lacking = {"DejaVuSerif": "Α", "DejaVuSans-Bold": "7"}.get(path.stem)
+        return {c: g for c, g in found.items() if c != lacking}
+
+    monkeypatch.setattr(glyphs, "_font_masters", patched)
+    folder = tmp_path / "fonts"
+    folder.mkdir()
+    for name in ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSansMono", "DejaVuSerif"):
+        (folder / f"{name}.ttf").symlink_to(next(p for p in FONTS if p.stem == name))
+    counts = {**SMALL, "classes": ["A", "B", "Α"], "train_fonts": 1, "eval_fonts": 1,
+              "font_dir": folder}  # fmt: skip
+    d = make_glyphs(**counts, cache_dir=None)  # 2 of the 3 fonts with Latin have Alpha
+    assert "DejaVuSerif" not in d.info["train_fonts"] + d.info["eval_fonts"]
+    assert d.info["dropped_classes"] == "" and d.info["skipped_fonts"] == ["DejaVuSans-Bold"]
+    named = make_glyphs(**{**counts, "train_fonts": ["DejaVuSerif"]}, cache_dir=None)
+    assert named.info["dropped_classes"] == "Α" and named.num_classes == 2
+    with pytest.raises(ValueError, match="DejaVuSans-Bold"):
+        make_glyphs(**{**counts, "train_fonts": ["DejaVuSans-Bold"]}, cache_dir=None)
