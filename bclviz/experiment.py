@@ -18,12 +18,13 @@ from .data import BCLData, load_dataset
 from .evaluation import compatibility_gain, evaluate, is_compatible, update_gain
 from .methods import list_methods
 from .models import create_model
+from .stats import mean_interval, paired_difference
 from .train import TrainResult, embed, train_new, train_old
 
 __all__ = [
     "ModelSpec", "ExperimentConfig", "ExperimentResult", "InputView",
     "default_experiment", "build_old_model", "build_new_model", "run_experiment",
-    "retrieval_scores", "train_and_evaluate_new", "DEMO_DATASETS",
+    "retrieval_scores", "train_and_evaluate_new", "DEMO_DATASETS", "summarise_seeds", "paired_comparison",
 ]
 
 
@@ -38,7 +39,13 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything that defines one update experiment (see :func:`default_experiment`)."""
+    """Everything that defines one update experiment (see :func:`default_experiment`).
+
+    ``seed`` fixes the data split and the old model. Every new model is trained
+    ``seeds`` times with initialisation/shuffling seeds ``seed + 1 + r`` for replicate
+    ``r = 0 .. seeds - 1``; results report the mean, a 95% Student-t interval, every
+    per-seed value, and differences to ``reference`` paired by seed (``docs/metrics.md``).
+    """
 
     dataset: str = "toy"
     seed: int = 0
@@ -49,8 +56,12 @@ class ExperimentConfig:
     new_train: TrainConfig = TrainConfig(epochs=8)
     methods: tuple[MethodConfig, ...] = tuple(MethodConfig(name=m) for m in list_methods() if m != "independent")
     k: int = 100
+    seeds: int = 1
+    reference: str = "proto"
 
     def __post_init__(self) -> None:
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"ExperimentConfig.seeds must be a positive integer, got {self.seeds!r}")
         if self.old_model.dim != self.new_model.dim:
             raise ValueError(
                 f"old and new embedding dimensions differ ({self.old_model.dim} vs {self.new_model.dim})"
@@ -142,21 +153,24 @@ def retrieval_scores(data: BCLData, query_model, gallery_model, *, k: int) -> di
 
 
 def train_and_evaluate_new(data: BCLData, old: TrainResult, cfg: ExperimentConfig, method: MethodConfig, *,
-                           progress: bool = True, callback=None):
+                           progress: bool = True, callback=None, replicate: int = 0):
     """Train one new model with ``method`` and return (TrainResult, result record).
 
-    ``callback`` receives each epoch's history record (see :func:`bclviz.train.train_new`).
+    ``replicate`` r selects the new model's seed ``cfg.seed + 1 + r``. ``callback``
+    receives each epoch's history record (see :func:`bclviz.train.train_new`).
     """
-    torch.manual_seed(cfg.seed + 1)
+    seed = cfg.seed + 1 + replicate
+    torch.manual_seed(seed)
     model = build_new_model(data, cfg.new_model)
     t0 = time.perf_counter()
     new = train_new(
         model, data.new_train, old, num_classes=data.num_classes,
-        cfg=dataclasses.replace(cfg.new_train, seed=cfg.seed + 1), method=method, progress=progress,
+        cfg=dataclasses.replace(cfg.new_train, seed=seed), method=method, progress=progress,
         callback=callback,
     )
     seconds = time.perf_counter() - t0
     record = {
+        "seed": seed,
         "self": retrieval_scores(data, new.model, new.model, k=cfg.k),
         "cross": retrieval_scores(data, new.model, old.model, k=cfg.k),
         "seconds": seconds,
@@ -165,13 +179,42 @@ def train_and_evaluate_new(data: BCLData, old: TrainResult, cfg: ExperimentConfi
     return new, record
 
 
+def summarise_seeds(per_seed: list[dict]) -> dict:
+    """Mean and 95% half-width of every metric over per-seed records (``self``/``cross``)."""
+    out = {}
+    for side in ("self", "cross"):
+        if side not in per_seed[0]:
+            continue
+        stats = {m: mean_interval([r[side][m] for r in per_seed]) for m in per_seed[0][side]}
+        out[side] = {m: v[0] for m, v in stats.items()}
+        out[f"{side}_ci"] = {m: v[1] for m, v in stats.items()}
+    return out
+
+
+def paired_comparison(per_seed: list[dict], reference: list[dict], key: str) -> dict:
+    """Paired-by-seed differences of ``key`` (e.g. mAP@100) against a reference method."""
+    return {side: paired_difference([r[side][key] for r in per_seed], [r[side][key] for r in reference])
+            for side in ("self", "cross")}
+
+
+def _replicates(data, old, cfg, method, progress):
+    runs = [train_and_evaluate_new(data, old, cfg, method, progress=progress, replicate=r) for r in range(cfg.seeds)]
+    per_seed = [{k: v for k, v in rec.items() if k != "settings"} for _, rec in runs]
+    record = {**summarise_seeds(per_seed), "per_seed": per_seed,
+              "seconds": sum(r["seconds"] for r in per_seed), "settings": dataclasses.asdict(method)}
+    return runs[0][0], record
+
+
 def run_experiment(cfg: ExperimentConfig, *, data: BCLData | None = None, progress: bool = True) -> ExperimentResult:
     """Train the old model, the independent model and every method of ``cfg``; evaluate all.
 
     Returns an :class:`ExperimentResult` whose ``results`` dict is what ``bclviz demo``
-    writes as ``results.json`` (keys ``dataset``, ``seed``, ``k``, ``old``,
-    ``independent``, ``methods``; each method has ``self``, ``cross``, ``compatible``,
-    ``update_gain``, ``compatibility_gain``, ``seconds`` and ``settings``).
+    writes as ``results.json`` (keys ``dataset``, ``seed``, ``seeds``, ``reference``,
+    ``k``, ``old``, ``independent``, ``methods``; each method has ``self`` and ``cross``
+    (means over seeds), ``self_ci`` and ``cross_ci`` (95% half-widths), ``per_seed``,
+    ``compatible``, ``update_gain``, ``compatibility_gain`` (from the means),
+    ``vs_<reference>`` (paired differences), ``seconds`` and ``settings``). The models
+    kept in the result are those of the first seed.
     """
     if data is None:
         data = load_dataset(cfg.dataset, seed=cfg.seed, **cfg.data_options)
@@ -183,21 +226,27 @@ def run_experiment(cfg: ExperimentConfig, *, data: BCLData | None = None, progre
         cfg=dataclasses.replace(cfg.old_train, seed=cfg.seed), progress=progress,
     )
     old_record = {"self": retrieval_scores(data, old.model, old.model, k=cfg.k), "seconds": time.perf_counter() - t0}
-    ind, ind_record = train_and_evaluate_new(data, old, cfg, MethodConfig(name="independent"), progress=progress)
+    ind, ind_record = _replicates(data, old, cfg, MethodConfig(name="independent"), progress)
     new = {"independent": ind}
     methods = {}
     m_oo, m_ii = old_record["self"][key], ind_record["self"][key]
     for method in cfg.methods:
         if method.name == "independent":
             continue
-        new[method.name], rec = train_and_evaluate_new(data, old, cfg, method, progress=progress)
+        new[method.name], rec = _replicates(data, old, cfg, method, progress)
         rec["compatible"] = is_compatible(rec["cross"][key], m_oo)
         rec["update_gain"] = update_gain(rec["self"][key], m_oo, m_ii)
         rec["compatibility_gain"] = compatibility_gain(rec["cross"][key], m_oo)
         methods[method.name] = rec
+    if cfg.reference in methods:
+        for name, rec in methods.items():
+            if name != cfg.reference:
+                rec[f"vs_{cfg.reference}"] = paired_comparison(rec["per_seed"], methods[cfg.reference]["per_seed"], key)
     results = {
         "dataset": cfg.dataset,
         "seed": cfg.seed,
+        "seeds": [cfg.seed + 1 + r for r in range(cfg.seeds)],
+        "reference": cfg.reference,
         "k": cfg.k,
         "old": old_record,
         "independent": ind_record,

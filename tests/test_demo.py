@@ -14,6 +14,8 @@ from bclviz.methods import list_methods
 def _strip_timing(obj):
     if isinstance(obj, dict):
         return {k: _strip_timing(v) for k, v in obj.items() if k != "seconds"}
+    if isinstance(obj, list):
+        return [_strip_timing(v) for v in obj]
     return obj
 
 

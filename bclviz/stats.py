@@ -1,0 +1,58 @@
+"""Intervals over seeds: how sure a comparison is.
+
+Definitions (also in ``docs/metrics.md``):
+
+- Mean and 95% interval of ``n`` per-seed values ``v``: ``mean(v) +- h`` with
+  ``h = t_{0.975, n-1} * s / sqrt(n)``, ``s`` the sample standard deviation (``n - 1``
+  in the denominator) and ``t`` Student's t quantile. With one seed, ``h`` is NaN.
+- Paired difference against a reference method: ``d_i = v_i - r_i`` for the same seed
+  ``i``; its mean and interval as above. The verdict is ``"better"`` when the whole
+  interval is above 0, ``"worse"`` when it is below 0, otherwise ``"no clear difference"``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+__all__ = ["mean_interval", "paired_difference", "verdict"]
+
+
+def _t_quantile(df: int, confidence: float) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + confidence / 2, df))
+
+
+def mean_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float]:
+    """``(mean, half_width)`` of the Student-t interval; half-width NaN for one value."""
+    v = [float(x) for x in values]
+    if not v:
+        raise ValueError("mean_interval needs at least one value")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    n = len(v)
+    mean = sum(v) / n
+    if n == 1:
+        return mean, float("nan")
+    s = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
+    return mean, _t_quantile(n - 1, confidence) * s / math.sqrt(n)
+
+
+def verdict(mean: float, half_width: float) -> str:
+    """``"better"`` / ``"worse"`` when the interval excludes 0, else ``"no clear difference"``."""
+    if math.isnan(half_width):
+        return "no clear difference"
+    if mean - half_width > 0:
+        return "better"
+    if mean + half_width < 0:
+        return "worse"
+    return "no clear difference"
+
+
+def paired_difference(values: Sequence[float], reference: Sequence[float], *, confidence: float = 0.95) -> dict:
+    """Mean paired difference ``values - reference`` (same seeds), its interval and verdict."""
+    if len(values) != len(reference):
+        raise ValueError(f"paired values need the same seeds: {len(values)} vs {len(reference)} values")
+    mean, half = mean_interval([a - b for a, b in zip(values, reference)], confidence=confidence)
+    return {"mean_diff": mean, "half_width": half, "verdict": verdict(mean, half)}
