@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--dataset", choices=DEMO_DATASETS, default="toy")
     demo.add_argument("--out", type=Path, required=True, help="output folder")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="data split and old-model seed")
+    demo.add_argument("--seeds", type=int, default=3,
+                      help="new-model seeds per method (mean, 95%% interval, paired comparison); default 3")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     for name, text in [
         ("train", "train (or resume) the old and the new model of a run config; works under torchrun"),
@@ -39,15 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _format_table(results: dict) -> str:
-    key = f"mAP@{results['k']}"
-    oo = results["old"]["self"][key]
-    rows = [f"{'model':<14}{'self ' + key:>14}{'cross ' + key:>15}{'R@1':>8}  compatible",
-            f"{'old':<14}{oo:>14.3f}{'':>15}{results['old']['self']['R@1']:>8.3f}",
-            f"{'independent':<14}{results['independent']['self'][key]:>14.3f}"
-            f"{results['independent']['cross'][key]:>15.3f}{results['independent']['self']['R@1']:>8.3f}"]
+    """Plain-text table: mean +- 95% half-width over seeds, and the paired verdict."""
+    key, ref = f"mAP@{results['k']}", results.get("reference", "proto")
+
+    def pm(rec, side):
+        if side not in rec:
+            return ""
+        half = rec.get(f"{side}_ci", {}).get(key)
+        return f"{rec[side][key]:.3f}" + ("" if half is None else f" +- {half:.3f}")
+
+    def versus(rec, side):
+        d = rec.get(f"vs_{ref}", {}).get(side)
+        return "" if d is None else f"{d['mean_diff']:+.3f} {d['verdict']}"
+
+    rows = [f"{'model':<13}{'self ' + key:>22}{'cross ' + key:>22}  compatible  {'self vs ' + ref:<32}cross vs {ref}"]
+    rows.append(f"{'old':<13}{pm(results['old'], 'self'):>22}")
+    rows.append(f"{'independent':<13}{pm(results['independent'], 'self'):>22}{pm(results['independent'], 'cross'):>22}")
     for name, rec in results["methods"].items():
-        rows.append(f"{name:<14}{rec['self'][key]:>14.3f}{rec['cross'][key]:>15.3f}"
-                    f"{rec['self']['R@1']:>8.3f}  {'yes' if rec['compatible'] else 'no'}")
+        rows.append(f"{name:<13}{pm(rec, 'self'):>22}{pm(rec, 'cross'):>22}  {'yes' if rec['compatible'] else 'no':<10}  "
+                    f"{versus(rec, 'self'):<32}{versus(rec, 'cross')}")
     return "\n".join(rows)
 
 
@@ -57,7 +69,9 @@ def _demo(args) -> int:
 
     if args.seed < 0:
         raise SystemExit(f"bclviz demo: --seed must be >= 0, got {args.seed}")
-    cfg = default_experiment(args.dataset, seed=args.seed)
+    if args.seeds < 1:
+        raise SystemExit(f"bclviz demo: --seeds must be >= 1, got {args.seeds}")
+    cfg = default_experiment(args.dataset, seed=args.seed, seeds=args.seeds)
     result = run_experiment(cfg, progress=not args.quiet)
     path = write_json(args.out / "results.json", result.results)
     from .report import write_report

@@ -7,6 +7,7 @@ The demo, the notebooks and the CLI all go through :func:`run_experiment`, drive
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -180,14 +181,17 @@ def train_and_evaluate_new(data: BCLData, old: TrainResult, cfg: ExperimentConfi
 
 
 def summarise_seeds(per_seed: list[dict]) -> dict:
-    """Mean and 95% half-width of every metric over per-seed records (``self``/``cross``)."""
+    """Mean and 95% half-width of every metric over per-seed records (``self``/``cross``).
+
+    With a single seed the half-width is ``None`` (JSON ``null``): no interval.
+    """
     out = {}
     for side in ("self", "cross"):
         if side not in per_seed[0]:
             continue
         stats = {m: mean_interval([r[side][m] for r in per_seed]) for m in per_seed[0][side]}
         out[side] = {m: v[0] for m, v in stats.items()}
-        out[f"{side}_ci"] = {m: v[1] for m, v in stats.items()}
+        out[f"{side}_ci"] = {m: None if math.isnan(v[1]) else v[1] for m, v in stats.items()}
     return out
 
 

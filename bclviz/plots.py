@@ -312,22 +312,32 @@ def tradeoff_points(results: Mapping, *, metric: str | None = None, include_refe
         raise ValueError(f"metric must be one of {sorted(results['old']['self'])}, got {metric!r}")
     records = dict(results["methods"])
     points = [
-        dict(label=name, method=name, self=rec["self"][metric], cross=rec["cross"][metric],
-             settings=rec.get("settings", {}))
+        _with_errors(dict(label=name, method=name, self=rec["self"][metric], cross=rec["cross"][metric],
+                          settings=rec.get("settings", {})), rec, metric)
         for name, rec in records.items()
     ]
     if include_references:
         ind, old = results["independent"], results["old"]["self"][metric]
-        points.append(dict(label="independent", method="independent", self=ind["self"][metric],
-                           cross=ind["cross"][metric], settings={}))
+        points.append(_with_errors(dict(label="independent", method="independent", self=ind["self"][metric],
+                                        cross=ind["cross"][metric], settings={}), ind, metric))
         points.append(dict(label="old", method="old", self=old, cross=old, settings={}))
     return points
 
 
 def sweep_points(records: Sequence[Mapping], *, metric: str = "mAP@100") -> list[dict]:
     """Points for :func:`tradeoff_figure` from sweep records (:func:`bclviz.sweep.run_sweep`)."""
-    return [dict(label=r["label"], method=r.get("method", r["label"]), self=r["self"][metric],
-                 cross=r["cross"][metric], settings=r.get("settings", {})) for r in records]
+    return [_with_errors(dict(label=r["label"], method=r.get("method", r["label"]), self=r["self"][metric],
+                              cross=r["cross"][metric], settings=r.get("settings", {})), r, metric)
+            for r in records]
+
+
+def _with_errors(point: dict, record: Mapping, metric: str) -> dict:
+    """Add ``self_err``/``cross_err`` (95% half-widths over seeds) when the record has them."""
+    for side in ("self", "cross"):
+        half = (record.get(f"{side}_ci") or {}).get(metric)
+        if half is not None:
+            point[f"{side}_err"] = half
+    return point
 
 
 def _hover(p: Mapping) -> str:

@@ -36,30 +36,47 @@ def _fmt(value) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
+def _pm(rec: dict | None, side: str, key: str) -> str:
+    """``mean &plusmn; half-width`` over seeds (just the value with one seed)."""
+    if rec is None or side not in rec:
+        return "&ndash;"
+    half = (rec.get(f"{side}_ci") or {}).get(key)
+    text = _fmt(rec[side].get(key))
+    return text if half is None else f"{text} &plusmn; {half:.3f}"
+
+
+def _versus(rec: dict, ref: str, side: str) -> str:
+    diff = rec.get(f"vs_{ref}", {}).get(side)
+    if diff is None:
+        return "&ndash;"
+    half = "" if diff["half_width"] is None else f" &plusmn; {diff['half_width']:.3f}"
+    return f"{diff['mean_diff']:+.3f}{half} ({html.escape(diff['verdict'])})"
+
+
 def results_table_html(results: dict) -> str:
     """HTML table of a ``results.json`` dict: old, independent and every method.
 
-    Columns: self and cross ``mAP@k`` and ``R@1``, compatible (``M(n,o) > M(o,o)``),
-    update gain and compatibility gain; values with 3 decimals, ``&ndash;`` where a
-    column does not apply.
+    Columns: self and cross ``mAP@k`` (mean &plusmn; 95% half-width over seeds) and
+    ``R@1``, compatible (``M(n,o) > M(o,o)`` on the means), update gain, compatibility
+    gain and the paired difference to the reference method with its verdict;
+    ``&ndash;`` where a column does not apply.
     """
     key = f"mAP@{results['k']}"
+    ref = results.get("reference", "proto")
     m_oo = results["old"]["self"][key]
     ind = results["independent"]
-    rows = [("old", results["old"]["self"], None, None, None, None)]
-    rows.append(("independent", ind["self"], ind["cross"], is_compatible(ind["cross"][key], m_oo),
-                 update_gain(ind["self"][key], m_oo, ind["self"][key]),
-                 compatibility_gain(ind["cross"][key], m_oo)))
+    rows = [("old", results["old"], None, None, None)]
+    rows.append(("independent", ind, is_compatible(ind["cross"][key], m_oo),
+                 update_gain(ind["self"][key], m_oo, ind["self"][key]), compatibility_gain(ind["cross"][key], m_oo)))
     for name, rec in results["methods"].items():
-        rows.append((name, rec["self"], rec["cross"], rec["compatible"], rec["update_gain"],
-                     rec["compatibility_gain"]))
+        rows.append((name, rec, rec["compatible"], rec["update_gain"], rec["compatibility_gain"]))
     head = ["model", f"self {key}", f"cross {key}", "self R@1", "cross R@1", "compatible",
-            "update gain", "compatibility gain"]
+            "update gain", "compatibility gain", f"self vs {ref}", f"cross vs {ref}"]
     lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
-    for name, self_, cross, compatible, ug, cg in rows:
-        cross = cross or {}
-        cells = [self_[key], cross.get(key), self_.get("R@1"), cross.get("R@1"), compatible, ug, cg]
-        lines.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
+    for name, rec, compatible, ug, cg in rows:
+        cells = [_pm(rec, "self", key), _pm(rec, "cross", key), _pm(rec, "self", "R@1"), _pm(rec, "cross", "R@1"),
+                 _fmt(compatible), _fmt(ug), _fmt(cg), _versus(rec, ref, "self"), _versus(rec, ref, "cross")]
+        lines.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     lines.append("</table>")
     return "\n".join(lines)
 

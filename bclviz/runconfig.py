@@ -105,7 +105,7 @@ class RunConfig:
 
     def to_experiment(self) -> ExperimentConfig:
         """An :class:`ExperimentConfig` whose only method is ``self.method``."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(ExperimentConfig) if f.name != "methods"}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(ExperimentConfig) if hasattr(self, f.name)}
         return ExperimentConfig(**fields, methods=(self.method,))
 
 

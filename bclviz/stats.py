@@ -41,7 +41,7 @@ def mean_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple
 
 def verdict(mean: float, half_width: float) -> str:
     """``"better"`` / ``"worse"`` when the interval excludes 0, else ``"no clear difference"``."""
-    if math.isnan(half_width):
+    if half_width is None or math.isnan(half_width):
         return "no clear difference"
     if mean - half_width > 0:
         return "better"
@@ -51,8 +51,11 @@ def verdict(mean: float, half_width: float) -> str:
 
 
 def paired_difference(values: Sequence[float], reference: Sequence[float], *, confidence: float = 0.95) -> dict:
-    """Mean paired difference ``values - reference`` (same seeds), its interval and verdict."""
+    """Mean paired difference ``values - reference`` (same seeds), its interval and verdict.
+
+    ``half_width`` is ``None`` with a single seed (no interval; verdict "no clear difference").
+    """
     if len(values) != len(reference):
         raise ValueError(f"paired values need the same seeds: {len(values)} vs {len(reference)} values")
     mean, half = mean_interval([a - b for a, b in zip(values, reference)], confidence=confidence)
-    return {"mean_diff": mean, "half_width": half, "verdict": verdict(mean, half)}
+    return {"mean_diff": mean, "half_width": None if math.isnan(half) else half, "verdict": verdict(mean, half)}

@@ -21,14 +21,14 @@ from .config import MethodConfig
 from .experiment import ExperimentConfig, retrieval_scores, train_and_evaluate_new
 
 __all__ = [
-    "BASELINES", "sweep_grid", "setting_label", "retrieval_scores", "old_baseline",
+    "BASELINES", "sweep_grid", "setting_label", "retrieval_scores", "old_baseline", "combine_seeds",
     "cache_key", "load_cached_record", "make_record", "run_sweep", "export_config",
 ]
 
 #: baseline methods a sweep runs next to NDPP/ODPP by default (method.md section 5)
 BASELINES = ("proto", "bct", "l2", "lce", "hot_refresh", "independent")
 _PERTURBING = ("ndpp", "odpp")
-_RECORD_KEYS = ("label", "method", "settings", "self", "cross", "compatible", "seconds")
+_RECORD_KEYS = ("label", "method", "settings", "self", "cross", "compatible", "seconds")  # one seed's record
 _CACHE_VERSION = 1
 
 
@@ -103,15 +103,18 @@ def _jsonable(obj):
     raise TypeError(f"cannot describe {type(obj).__name__} in a sweep cache key")
 
 
-def cache_key(data, cfg: ExperimentConfig, method: MethodConfig) -> str:
-    """sha256 of the dataset, the experiment (without ``methods``) and the method settings.
+def cache_key(data, cfg: ExperimentConfig, method: MethodConfig, replicate: int = 0) -> str:
+    """sha256 of the dataset, the experiment (without ``methods``, ``seeds`` and
+    ``reference``), the method settings and the seed replicate.
 
     The old model is assumed to be the one ``cfg`` trains on ``data`` (same seed, same
     settings); a cache filled with another old model must live in another folder.
     """
     experiment = dataclasses.asdict(cfg)
-    experiment.pop("methods")
+    for name in ("methods", "seeds", "reference"):
+        experiment.pop(name)
     payload = {
+        "replicate": replicate,
         "version": _CACHE_VERSION,
         "dataset": data.name,
         "data_info": data.info,
@@ -150,7 +153,23 @@ def make_record(method: MethodConfig, raw: dict, *, m_oo: float, k: int) -> dict
         "compatible": bool(raw["cross"][f"mAP@{k}"] > m_oo),
         "seconds": raw["seconds"],
     }
+    if "seed" in raw:
+        record["seed"] = raw["seed"]
     return json.loads(json.dumps(record))
+
+
+def combine_seeds(per_seed: Sequence[dict], *, m_oo: float, k: int) -> dict:
+    """One sweep record from per-seed records of the same setting: mean ``self``/``cross``,
+    95% half-widths ``self_ci``/``cross_ci``, ``per_seed`` and the criterion on the mean."""
+    from .experiment import summarise_seeds
+
+    first = per_seed[0]
+    record = {key: first[key] for key in ("label", "method", "settings")}
+    record.update(summarise_seeds(per_seed))
+    record["per_seed"] = [{key: r[key] for key in ("seed", "self", "cross", "seconds") if key in r} for r in per_seed]
+    record["compatible"] = bool(record["cross"][f"mAP@{k}"] > m_oo)
+    record["seconds"] = sum(r["seconds"] for r in per_seed)
+    return record
 
 
 def run_sweep(
@@ -177,8 +196,11 @@ def run_sweep(
     Returns
     -------
     list of dict, in grid order, with ``label``, ``method``, ``settings``, ``self`` and
-    ``cross`` (metric dicts of :func:`bclviz.evaluation.evaluate`), ``compatible``
-    (``M(new, old) > M(old, old)`` on mAP@k, strict) and ``seconds`` (training time).
+    ``cross`` (metric dicts of :func:`bclviz.evaluation.evaluate`, means over the
+    ``cfg.seeds`` seed replicates), ``self_ci``/``cross_ci`` (95% Student-t half-widths),
+    ``per_seed``, ``compatible`` (``M(new, old) > M(old, old)`` on the mean mAP@k,
+    strict) and ``seconds`` (training time). Each (setting, seed) is cached on its own,
+    so an interrupted sweep resumes at the seed where it stopped.
     """
     from tqdm.auto import tqdm
 
@@ -193,16 +215,21 @@ def run_sweep(
     bar = tqdm(grid, desc="sweep", disable=not progress)
     for method in bar:
         bar.set_postfix_str(setting_label(method))
-        path = None if folder is None else folder / f"{cache_key(data, cfg, method)}.json"
-        record = None if path is None else load_cached_record(path)
-        if record is None:
-            if m_oo is None:
-                m_oo = old_baseline(data, old, k=cfg.k)
-            _, raw = train_and_evaluate_new(data, old, cfg, method, progress=progress)
-            record = make_record(method, raw, m_oo=m_oo, k=cfg.k)
-            if path is not None:
-                write_json(path, record)
-        records.append(record)
+        per_seed = []
+        for replicate in range(cfg.seeds):
+            path = None if folder is None else folder / f"{cache_key(data, cfg, method, replicate)}.json"
+            record = None if path is None else load_cached_record(path)
+            if record is None:
+                if m_oo is None:
+                    m_oo = old_baseline(data, old, k=cfg.k)
+                _, raw = train_and_evaluate_new(data, old, cfg, method, progress=progress, replicate=replicate)
+                record = make_record(method, raw, m_oo=m_oo, k=cfg.k)
+                if path is not None:
+                    write_json(path, record)
+            per_seed.append(record)
+        if m_oo is None:
+            m_oo = old_baseline(data, old, k=cfg.k)
+        records.append(combine_seeds(per_seed, m_oo=m_oo, k=cfg.k))
     return records
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -6,6 +7,7 @@ import bclviz.sweep as sweep
 from bclviz.config import MethodConfig, TrainConfig
 from bclviz.experiment import default_experiment, run_experiment, train_and_evaluate_new
 from bclviz.runconfig import RunConfig, load_run_config
+from bclviz.stats import mean_interval
 from bclviz.sweep import (
     cache_key,
     export_config,
@@ -61,8 +63,13 @@ def counting(monkeypatch, fail_on=None):
     return calls
 
 
-def without_seconds(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+def without_seconds(obj):
+    """Drop timing fields at every depth (they differ between identical runs)."""
+    if isinstance(obj, dict):
+        return {k: without_seconds(v) for k, v in obj.items() if k != "seconds"}
+    if isinstance(obj, list):
+        return [without_seconds(v) for v in obj]
+    return obj
 
 
 def test_grid():
@@ -90,7 +97,9 @@ def test_records(tiny, grid, reference):
     assert m_oo == pytest.approx(res.results["old"]["self"][key])
     assert [r["label"] for r in reference] == ["proto", "ndpp eps=0.2", "ndpp eps=0.5"]
     for record, method in zip(reference, grid):
-        assert set(record) == {"label", "method", "settings", "self", "cross", "compatible", "seconds"}
+        assert set(record) == {"label", "method", "settings", "self", "cross", "self_ci", "cross_ci",
+                               "per_seed", "compatible", "seconds"}
+        assert len(record["per_seed"]) == cfg.seeds == 1 and record["self_ci"][key] is None
         assert record["settings"] == json.loads(json.dumps(method.__dict__))
         assert record["compatible"] == (record["cross"][key] > m_oo)
     # same seed, same numbers as the experiment's own proto run
@@ -138,8 +147,29 @@ def test_corrupt_cache_file_is_recomputed(tiny, grid, reference, tmp_path, monke
     with pytest.warns(UserWarning, match="unreadable"):
         records = run_sweep(res.data, res.old, cfg, grid[:1], cache_dir=tmp_path, progress=False)
     assert len(calls) == 1
-    assert json.loads(path.read_text()) == records[0]
+    assert json.loads(path.read_text()) == {k: v for k, v in records[0]["per_seed"][0].items()} | {
+        k: records[0][k] for k in ("label", "method", "settings", "compatible")}
     assert without_seconds(records) == without_seconds(reference[:1])
+
+
+def test_seeds_give_means_intervals_and_per_seed_cache_files(tiny, grid, tmp_path):
+    cfg, res = tiny
+    cfg3 = dataclasses.replace(cfg, seeds=3)
+    records = run_sweep(res.data, res.old, cfg3, grid[:1], cache_dir=tmp_path, progress=False)
+    rec = records[0]
+    key = f"mAP@{cfg.k}"
+    values = [r["self"][key] for r in rec["per_seed"]]
+    assert [r["seed"] for r in rec["per_seed"]] == [cfg.seed + 1, cfg.seed + 2, cfg.seed + 3]
+    assert rec["self"][key] == pytest.approx(sum(values) / 3)
+    assert rec["self_ci"][key] == pytest.approx(mean_interval(values)[1])
+    # replicate 0 is the single-seed run; each (setting, seed) has its own cache file
+    assert rec["per_seed"][0]["self"] == reference_first_seed(tiny, grid)
+    assert len(list(tmp_path.glob("*.json"))) == 3
+
+
+def reference_first_seed(tiny, grid):
+    cfg, res = tiny
+    return run_sweep(res.data, res.old, cfg, grid[:1], cache_dir=None, progress=False)[0]["self"]
 
 
 def test_no_cache_dir(tiny, grid, monkeypatch):
