@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seeds", type=int, default=3,
                       help="new-model seeds per method (mean, 95%% interval, paired comparison); default 3")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    findings = sub.add_parser("findings", help="regenerate docs/findings.md: all methods, eps grid, several seeds")
+    findings.add_argument("--datasets", default="toy,digits,fashion-mnist,glyphs",
+                          help="comma-separated dataset names (default: toy,digits,fashion-mnist,glyphs)")
+    findings.add_argument("--seeds", type=int, default=5)
+    findings.add_argument("--out", type=Path, default=Path("docs/findings.md"))
+    findings.add_argument("--quiet", action="store_true", help="no progress bars")
     for name, text in [
         ("train", "train (or resume) the old and the new model of a run config; works under torchrun"),
         ("evaluate", "self/cross evaluation of a run config's trained checkpoints"),
@@ -107,10 +113,21 @@ def _run(args) -> int:
     return 0
 
 
+def _findings(args) -> int:
+    from .findings import generate_findings
+
+    datasets = [d for d in args.datasets.split(",") if d]
+    command = f"bclviz findings --datasets {','.join(datasets)} --seeds {args.seeds} --out {args.out}"
+    print(f"wrote {generate_findings(datasets, out=args.out, seeds=args.seeds, progress=not args.quiet, command=command)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "findings":
+        return _findings(args)
     try:
         return _run(args)
     except (FileNotFoundError, ValueError) as err:
