@@ -38,6 +38,14 @@ def checkpoint_paths(run_cfg: RunConfig) -> tuple[Path, Path]:
     return out / "old.pt", out / f"new-{run_cfg.method.name}.pt"
 
 
+def _old_model(run_cfg: RunConfig, data, *, progress: bool) -> TrainResult:
+    """Train the old model, or restore it from (and resume) its checkpoint."""
+    torch.manual_seed(run_cfg.seed)
+    return train_old(build_old_model(data, run_cfg.old_model), data.old_train, num_classes=data.num_old_classes,
+                     cfg=dataclasses.replace(run_cfg.old_train, seed=run_cfg.seed), progress=progress,
+                     checkpoint=checkpoint_paths(run_cfg)[0])
+
+
 def _train_both(run_cfg: RunConfig, *, progress: bool, require_existing: bool) -> tuple:
     old_ck, new_ck = checkpoint_paths(run_cfg)
     if require_existing:
@@ -45,10 +53,7 @@ def _train_both(run_cfg: RunConfig, *, progress: bool, require_existing: bool) -
             if not p.exists():
                 raise FileNotFoundError(f"checkpoint {p} does not exist; run `bclviz train --config ...` first")
     data = load_dataset(run_cfg.dataset, seed=run_cfg.seed, **run_cfg.data_options)
-    torch.manual_seed(run_cfg.seed)
-    old = train_old(build_old_model(data, run_cfg.old_model), data.old_train, num_classes=data.num_old_classes,
-                    cfg=dataclasses.replace(run_cfg.old_train, seed=run_cfg.seed), progress=progress,
-                    checkpoint=old_ck)
+    old = _old_model(run_cfg, data, progress=progress)
     torch.manual_seed(run_cfg.seed + 1)
     new = train_new(build_new_model(data, run_cfg.new_model), data.new_train, old, num_classes=data.num_classes,
                     cfg=dataclasses.replace(run_cfg.new_train, seed=run_cfg.seed + 1), method=run_cfg.method,
@@ -138,10 +143,7 @@ def extract_features(run_cfg: RunConfig, *, cache_root: str | Path = "data/featu
     if not old_ck.exists():
         raise FileNotFoundError(f"old checkpoint {old_ck} does not exist; run `bclviz train --config ...` first")
     data = load_dataset(run_cfg.dataset, seed=run_cfg.seed, **run_cfg.data_options)
-    torch.manual_seed(run_cfg.seed)
-    old = train_old(build_old_model(data, run_cfg.old_model), data.old_train, num_classes=data.num_old_classes,
-                    cfg=dataclasses.replace(run_cfg.old_train, seed=run_cfg.seed), progress=False,
-                    checkpoint=old_ck)
+    old = _old_model(run_cfg, data, progress=False)
     h = hashlib.sha256(json.dumps([run_cfg.data_options, run_cfg.seed], sort_keys=True).encode())
     h.update(old_ck.read_bytes())
     folder = Path(cache_root) / f"{run_cfg.dataset}-{h.hexdigest()[:12]}"
