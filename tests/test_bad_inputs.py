@@ -114,15 +114,12 @@ def _truncated_checkpoint(env: Env):
     return load_checkpoint(path)
 
 
-def _checkpoint_without_json(env: Env):
-    path = env.checkpoint()
-    Path(str(path) + ".json").unlink()
-    return load_checkpoint(path)
-
-
-def _checkpoint_json_text(env: Env, text: str):
-    path = env.checkpoint()
-    Path(str(path) + ".json").write_text(text, encoding="utf-8")
+def _weights_with_json(env: Env, text: str | None):
+    """A weights file as torch.save writes it, with ``text`` as its .json metadata (None: no .json)."""
+    path = env.tmp / "ck.pt"
+    torch.save({"model": {"w": torch.arange(1000.0)}}, path)
+    if text is not None:
+        Path(str(path) + ".json").write_text(text, encoding="utf-8")
     return load_checkpoint(path)
 
 
@@ -322,12 +319,12 @@ CASES = [
     pytest.param(lambda e: load_checkpoint(e.checkpoint(), expect={"config": {"eps": 0.4, "method": "ndpp", "k": 3}}),
                  CheckpointMismatch, r"config.k: checkpoint '<missing>' vs expected 3", id="checkpoint-missing-setting"),
     pytest.param(_truncated_checkpoint, ValueError, r"ck.pt is truncated or corrupt", id="checkpoint-truncated"),
-    pytest.param(_checkpoint_without_json, FileNotFoundError, r"checkpoint file .*ck.pt.json does not exist", id="checkpoint-json-missing"),
+    pytest.param(lambda e: _weights_with_json(e, None), FileNotFoundError, r"checkpoint file .*ck.pt.json does not exist", id="checkpoint-json-missing"),
     pytest.param(_checkpoint_weights_missing, FileNotFoundError, r"checkpoint file .*ck.pt does not exist", id="checkpoint-weights-missing"),
-    pytest.param(lambda e: _checkpoint_json_text(e, '{"format": "bclviz-check'), ValueError, r"ck.pt.json is not valid JSON", id="checkpoint-json-corrupt"),
-    pytest.param(lambda e: _checkpoint_json_text(e, '{"epoch": 3}'), ValueError, r"ck.pt.json is not a bclviz checkpoint", id="checkpoint-json-not-bclviz"),
+    pytest.param(lambda e: _weights_with_json(e, '{"format": "bclviz-check'), ValueError, r"ck.pt.json is not valid JSON", id="checkpoint-json-corrupt"),
+    pytest.param(lambda e: _weights_with_json(e, '{"epoch": 3}'), ValueError, r"ck.pt.json is not a bclviz checkpoint", id="checkpoint-json-not-bclviz"),
     pytest.param(
-        lambda e: _checkpoint_json_text(e, "[1, 2]"), ValueError, r"ck.pt.json is not a bclviz checkpoint",
+        lambda e: _weights_with_json(e, "[1, 2]"), ValueError, r"ck.pt.json is not a bclviz checkpoint",
         marks=xfail("AttributeError: 'list' object has no attribute 'get' (metadata that is JSON but not an object)"),
         id="checkpoint-json-not-object",
     ),

@@ -13,10 +13,12 @@ import errno
 import json
 import os
 import re
+import runpy
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -51,26 +53,45 @@ def without_seconds(obj):
     return obj
 
 
-def kill_when(proc: subprocess.Popen, ready, what: str) -> None:
-    """Poll ``ready()`` every few ms and SIGKILL ``proc`` the moment it is true."""
-    start = time.monotonic()
-    while not ready():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the process ended (rc {proc.returncode}) before {what}; stderr:\n{err[-3000:]}")
-        if time.monotonic() - start > DEADLINE_S:
-            proc.kill()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.003)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=DEADLINE_S)
-    assert proc.returncode == -signal.SIGKILL, f"expected death by SIGKILL, got rc {proc.returncode}"
+class Killer(threading.Thread):
+    """Polls ``ready()`` every few ms and SIGKILLs ``proc`` the moment it is true.
+
+    Runs in the background so that the uninterrupted reference can run in this process
+    meanwhile; :meth:`check` joins it and fails the test if the kill did not happen.
+    """
+
+    def __init__(self, proc: subprocess.Popen, ready, what: str) -> None:
+        super().__init__(daemon=True)
+        self.proc, self.ready, self.what, self.error = proc, ready, what, None
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.ready():
+            if self.proc.poll() is not None:
+                self.error = f"the process ended (rc {self.proc.returncode}) before {self.what}"
+                return
+            if time.monotonic() - start > DEADLINE_S:
+                self.proc.kill()
+                self.error = f"timed out waiting for {self.what}"
+                return
+            time.sleep(0.003)
+        os.kill(self.proc.pid, signal.SIGKILL)
+
+    def check(self) -> None:
+        self.join(DEADLINE_S)
+        _, err = self.proc.communicate(timeout=DEADLINE_S)
+        if self.error is not None:
+            pytest.fail(f"{self.error}; stderr:\n{err[-3000:]}")
+        assert self.proc.returncode == -signal.SIGKILL, f"expected death by SIGKILL, got rc {self.proc.returncode}"
 
 
-def run_to_end(cmd, **kwargs) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=DEADLINE_S, env=CHILD_ENV, **kwargs)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+@pytest.fixture
+def one_thread():
+    """Like the child processes: one intra-op thread, so every run computes identically."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -83,29 +104,39 @@ SWEEP_DRIVER = textwrap.dedent(
     """
     import json, sys, time
     import torch
-    torch.set_num_threads(1)
     import bclviz.sweep as sweep
     from bclviz.config import TrainConfig
     from bclviz.experiment import ModelSpec, default_experiment, run_experiment
 
-    cache_dir, out, pace = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    spec = ModelSpec(dim=8, options={"hidden": 16})
-    cfg = default_experiment(
-        "toy", data_options=DATA, old_model=spec, new_model=spec,
-        old_train=TrainConfig(epochs=2, batch_size=32), new_train=TrainConfig(epochs=2, batch_size=32), methods=(),
-    )
-    res = run_experiment(cfg, progress=False)
-    grid = sweep.sweep_grid(methods=("ndpp",), eps=(0.1, 0.2, 0.3, 0.4), baselines=("proto",))
-    train = sweep.train_and_evaluate_new
 
-    def paced(*args, **kwargs):  # leaves time to kill the process between two settings
-        time.sleep(pace)
-        return train(*args, **kwargs)
+    def main(cache_dir, out, pace=0.0):
+        spec = ModelSpec(dim=8, options={"hidden": 16})
+        cfg = default_experiment(
+            "toy", data_options=DATA, old_model=spec, new_model=spec,
+            old_train=TrainConfig(epochs=2, batch_size=32), new_train=TrainConfig(epochs=2, batch_size=32),
+            methods=(),
+        )
+        res = run_experiment(cfg, progress=False)
+        grid = sweep.sweep_grid(methods=("ndpp",), eps=(0.1, 0.2, 0.3, 0.4), baselines=("proto",))
+        train = sweep.train_and_evaluate_new
 
-    sweep.train_and_evaluate_new = paced
-    records = sweep.run_sweep(res.data, res.old, cfg, grid, cache_dir=cache_dir, progress=False)
-    with open(out, "w") as fh:
-        json.dump(records, fh)
+        def paced(*args, **kwargs):  # leaves time to kill the process between two settings
+            time.sleep(pace)
+            return train(*args, **kwargs)
+
+        if pace:
+            sweep.train_and_evaluate_new = paced
+        try:
+            records = sweep.run_sweep(res.data, res.old, cfg, grid, cache_dir=cache_dir, progress=False)
+        finally:
+            sweep.train_and_evaluate_new = train
+        with open(out, "w") as fh:
+            json.dump(records, fh)
+
+
+    if __name__ == "__main__":
+        torch.set_num_threads(1)
+        main(sys.argv[1], sys.argv[2], float(sys.argv[3]))
     """
 ).replace("DATA", repr(TINY_DATA))
 N_SETTINGS = 5
@@ -115,21 +146,19 @@ def result_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
 
 
-def test_sigkilled_sweep_resumes_to_the_uninterrupted_results(tmp_path):
-    driver = tmp_path / "sweep_driver.py"
-    driver.write_text(SWEEP_DRIVER, encoding="utf-8")
+def test_sigkilled_sweep_resumes_to_the_uninterrupted_results(tmp_path, one_thread):
+    driver_path = tmp_path / "sweep_driver.py"
+    driver_path.write_text(SWEEP_DRIVER, encoding="utf-8")
+    driver = runpy.run_path(str(driver_path))  # the same code, for the in-process runs
     killed, ref = tmp_path / "killed", tmp_path / "reference"
-    cmd = [sys.executable, str(driver)]
-    # the uninterrupted reference runs alongside the sweep that gets killed
-    reference = subprocess.Popen([*cmd, str(ref), str(tmp_path / "ref.json"), "0"], env=CHILD_ENV,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen([*cmd, str(killed), str(tmp_path / "killed.json"), "0.4"], env=CHILD_ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen([sys.executable, str(driver_path), str(killed), str(tmp_path / "killed.json"), "0.2"],
+                              env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killer = Killer(victim, lambda: killed.is_dir() and len(result_files(killed)) >= 2, "2 cached results")
+    killer.start()
     try:
-        kill_when(victim, lambda: killed.is_dir() and len(result_files(killed)) >= 2, "2 cached results")
+        driver["main"](ref, tmp_path / "ref.json")  # the uninterrupted sweep, meanwhile
     finally:
-        if victim.poll() is None:
-            victim.kill()
+        killer.check()
     assert not (tmp_path / "killed.json").exists(), "the sweep finished before it was killed"
     cached = result_files(killed)
     assert 2 <= len(cached) < N_SETTINGS
@@ -139,15 +168,13 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_results(tmp_path):
         assert {"label", "method", "settings", "self", "cross", "compatible", "seconds"} <= set(record)
 
     written_before_kill = {p.name: p.stat().st_mtime_ns for p in cached}
-    run_to_end([*cmd, str(killed), str(tmp_path / "killed.json"), "0"])
-    _, err = reference.communicate(timeout=DEADLINE_S)
-    assert reference.returncode == 0, err[-3000:]
+    driver["main"](killed, tmp_path / "killed.json")  # rerun to completion
 
     resumed = json.loads((tmp_path / "killed.json").read_text(encoding="utf-8"))
     expected = json.loads((tmp_path / "ref.json").read_text(encoding="utf-8"))
     assert len(resumed) == N_SETTINGS
     assert without_seconds(resumed) == without_seconds(expected)
-    # the cache holds exactly the same files, byte for byte apart from the timings
+    # the cache holds the same files with the same records, apart from the timings
     assert [p.name for p in result_files(killed)] == [p.name for p in result_files(ref)]
     for a, b in zip(result_files(killed), result_files(ref)):
         assert without_seconds(json.loads(a.read_text())) == without_seconds(json.loads(b.read_text()))
@@ -157,7 +184,7 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_results(tmp_path):
 
 
 # ============================================================================ killed training
-NEW_EPOCHS = 10
+NEW_EPOCHS = 8
 
 
 def _write_run_config(folder: Path) -> Path:
@@ -178,29 +205,25 @@ def _epoch_written(meta: Path) -> int:
         return -1
 
 
-def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path):
+def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path, one_thread, capsys):
     cfg_killed = _write_run_config(tmp_path / "killed")
     cfg_ref = _write_run_config(tmp_path / "reference")
-    cli = [sys.executable, "-m", "bclviz.cli", "train", "--quiet", "--config"]
-    reference = subprocess.Popen([*cli, str(cfg_ref)], env=CHILD_ENV, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen([*cli, str(cfg_killed)], env=CHILD_ENV, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
     run = tmp_path / "killed" / "run"
     meta = run / "new-ndpp.pt.json"
+    victim = subprocess.Popen([sys.executable, "-m", "bclviz.cli", "train", "--quiet", "--config", str(cfg_killed)],
+                              env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killer = Killer(victim, lambda: _epoch_written(meta) >= 1, "the new model's epoch-1 checkpoint")
+    killer.start()
     try:
-        kill_when(victim, lambda: _epoch_written(meta) >= 1, "the new model's epoch-1 checkpoint")
+        assert main(["train", "--quiet", "--config", str(cfg_ref)]) == 0  # uninterrupted, meanwhile
     finally:
-        if victim.poll() is None:
-            victim.kill()
+        killer.check()
     reached = _epoch_written(meta)
     assert 1 <= reached < NEW_EPOCHS - 1, f"killed after epoch {reached}: not midway"
     assert not (run / "metrics.json").exists()
     assert leftovers(run) == []
 
-    run_to_end([*cli, str(cfg_killed)])
-    _, err = reference.communicate(timeout=DEADLINE_S)
-    assert reference.returncode == 0, err[-3000:]
+    assert main(["train", "--quiet", "--config", str(cfg_killed)]) == 0  # the same command, to completion
 
     ref_run = tmp_path / "reference" / "run"
     for name in ("metrics.json", "history.json"):
@@ -232,7 +255,7 @@ def _train_old_tiny(tiny_toy, path: Path):
 @pytest.mark.xfail(strict=True, reason="save_checkpoint replaces the .pt, then writes the .json: a kill between "
                                        "the two leaves epoch-N+1 weights with epoch-N metadata, and resuming "
                                        "trains epoch N+1 twice (different history and weights)")
-def test_training_killed_between_weights_and_metadata_resumes_exactly(tiny_toy, tmp_path, monkeypatch):
+def test_training_killed_between_weights_and_metadata_resumes_exactly(tiny_toy, tmp_path, monkeypatch, one_thread):
     reference = _train_old_tiny(tiny_toy, tmp_path / "ref.pt")
     real_write_json = checkpoint_module.write_json
 
@@ -254,7 +277,7 @@ def test_training_killed_between_weights_and_metadata_resumes_exactly(tiny_toy, 
 @pytest.mark.xfail(strict=True, reason="a kill between the first .pt and its .json leaves a checkpoint without "
                                        "metadata; the rerun then stops with 'checkpoint file ...json does not "
                                        "exist' instead of starting (or resuming) the training")
-def test_training_killed_before_first_metadata_can_be_rerun(tiny_toy, tmp_path, monkeypatch):
+def test_training_killed_before_first_metadata_can_be_rerun(tiny_toy, tmp_path, monkeypatch, one_thread):
     real_write_json = checkpoint_module.write_json
 
     def dies_after_first_weights(path, obj):
@@ -269,7 +292,7 @@ def test_training_killed_before_first_metadata_can_be_rerun(tiny_toy, tmp_path, 
 
 
 # ============================================================================ failed writes
-def _sweep_setup(tiny_toy):
+def _sweep_setup():
     cfg = default_experiment("toy", old_model=TINY_SPEC, new_model=TINY_SPEC,
                              new_train=TrainConfig(epochs=1, batch_size=64), methods=())
     return cfg, [MethodConfig(name="proto")]
@@ -285,7 +308,7 @@ def _save_checkpoint_into(folder: Path, request) -> Path:
 
 def _sweep_into(folder: Path, request):
     data, old = request.getfixturevalue("tiny_toy"), request.getfixturevalue("tiny_old")
-    cfg, grid = _sweep_setup(data)
+    cfg, grid = _sweep_setup()
     return run_sweep(data, old, cfg, grid, cache_dir=folder, progress=False)
 
 
@@ -359,8 +382,8 @@ def test_failed_write_error_names_the_path(writer, fault, tmp_path, monkeypatch,
 
 
 @pytest.mark.xfail(strict=True, reason="save_checkpoint writes two files; when the .json write fails the new .pt "
-                                       "stays, with no metadata (or the previous epoch's)")
-def test_failed_checkpoint_metadata_write_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+                                       "stays without metadata, and load_checkpoint refuses it ('...json does not exist')")
+def test_failed_checkpoint_metadata_write_leaves_a_whole_checkpoint_or_none(tmp_path, monkeypatch):
     real = os.replace
     calls = []
 
@@ -374,13 +397,16 @@ def test_failed_checkpoint_metadata_write_leaves_no_partial_checkpoint(tmp_path,
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "ck.pt", {"m": {"w": torch.ones(3)}}, {"epoch": 0})
     monkeypatch.undo()
-    assert _files(tmp_path) == []
+    assert leftovers(tmp_path) == []
+    if (tmp_path / "ck.pt").exists():  # what is left must load as one whole checkpoint
+        tensors, meta = load_checkpoint(tmp_path / "ck.pt")
+        assert meta["epoch"] == 0 and torch.equal(tensors["m"]["w"], torch.ones(3))
 
 
 @pytest.mark.xfail(strict=True, reason="run_sweep creates cache_dir only when the first record is written, "
                                        "after that setting has trained")
 def test_sweep_with_unwritable_cache_fails_before_training(tiny_toy, tiny_old, tmp_path, monkeypatch):
-    cfg, grid = _sweep_setup(tiny_toy)
+    cfg, grid = _sweep_setup()
     trained = []
     monkeypatch.setattr(sweep_module, "train_and_evaluate_new", lambda *a, **k: trained.append(a) or pytest.fail("trained"))
     target = _parent_is_a_file(tmp_path, monkeypatch)
