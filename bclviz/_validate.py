@@ -48,6 +48,8 @@ def as_features(x, name: str, *, dim: int | None = None, min_rows: int = 1) -> t
 def as_labels(y, name: str, *, n: int, num_classes: int | None = None) -> torch.Tensor:
     """Return ``y`` as a 1-D int64 tensor of length ``n`` with values in ``[0, num_classes)``."""
     if isinstance(y, np.ndarray):
+        if y.dtype != bool and not np.issubdtype(y.dtype, np.number):
+            raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
         y = torch.from_numpy(np.ascontiguousarray(y))
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(y).__name__}")

@@ -18,6 +18,7 @@ from .io import atomic_write, write_json
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointMismatch"]
 
 FORMAT = "bclviz-checkpoint-1"
+_TENSORS, _META = "bclviz_tensors", "bclviz_meta"
 
 
 class CheckpointMismatch(ValueError):
@@ -35,8 +36,11 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, dict], meta: dic
     metadata is never mistaken for a complete one.
     """
     path = Path(path)
-    atomic_write(path, lambda tmp: torch.save(tensors, tmp))
-    write_json(_meta_path(path), {"format": FORMAT, **meta})
+    payload = {"format": FORMAT, **meta}
+    # The metadata travels inside the .pt too: one atomic file is the whole checkpoint,
+    # and the .json beside it is a readable copy (a kill between the two writes is harmless).
+    atomic_write(path, lambda tmp: torch.save({_TENSORS: tensors, _META: json.dumps(payload)}, tmp))
+    write_json(_meta_path(path), payload)
     return path
 
 
@@ -70,23 +74,28 @@ def load_checkpoint(path: str | os.PathLike, *, expect: dict | None = None) -> t
     """
     path = Path(path)
     meta_file = _meta_path(path)
-    for p in (path, meta_file):
-        if not p.exists():
-            raise FileNotFoundError(f"checkpoint file {p} does not exist")
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
     try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"checkpoint metadata {meta_file} is not valid JSON: {err}") from err
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_file} is not a bclviz checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, bad magic, pickled code, ...
+        raise ValueError(f"checkpoint {path} is truncated or corrupt: {err}") from err
+    if isinstance(tensors, dict) and set(tensors) == {_TENSORS, _META}:
+        meta, tensors, meta_file = json.loads(tensors[_META]), tensors[_TENSORS], path
+    else:  # written before the metadata moved into the .pt
+        if not meta_file.exists():
+            raise FileNotFoundError(f"checkpoint file {meta_file} does not exist")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"checkpoint metadata {meta_file} is not valid JSON: {err}") from err
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt != FORMAT:
+        raise ValueError(f"{meta_file} is not a bclviz checkpoint (format {fmt!r}, expected {FORMAT!r})")
     if expect is not None:
         want, got = _flatten(json.loads(json.dumps(expect))), _flatten(meta)
         diff = sorted(k for k in want if got.get(k, "<missing>") != want[k])
         if diff:
             details = "; ".join(f"{k}: checkpoint {got.get(k, '<missing>')!r} vs expected {want[k]!r}" for k in diff[:8])
             raise CheckpointMismatch(f"checkpoint {path} was written for another configuration ({details})")
-    try:
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, bad magic, ...
-        raise ValueError(f"checkpoint {path} is truncated or corrupt: {err}") from err
     return tensors, meta

@@ -78,6 +78,10 @@ def _demo(args) -> int:
     if args.seeds < 1:
         raise SystemExit(f"bclviz demo: --seeds must be >= 1, got {args.seeds}")
     cfg = default_experiment(args.dataset, seed=args.seed, seeds=args.seeds)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot write {args.out}: {err.strerror or err}") from err
     result = run_experiment(cfg, progress=not args.quiet)
     path = write_json(args.out / "results.json", result.results)
     from .report import write_report
@@ -124,13 +128,11 @@ def _findings(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
     if args.command == "findings":
         return _findings(args)
     try:
-        return _run(args)
-    except (FileNotFoundError, ValueError) as err:
+        return _demo(args) if args.command == "demo" else _run(args)
+    except (OSError, ValueError) as err:
         print(f"bclviz {args.command}: error: {err}", file=sys.stderr)
         return 2
 

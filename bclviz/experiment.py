@@ -67,6 +67,13 @@ class ExperimentConfig:
             raise ValueError(
                 f"old and new embedding dimensions differ ({self.old_model.dim} vs {self.new_model.dim})"
             )
+        for name, low in (("seed", 0), ("k", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"ExperimentConfig.{name} must be an integer >= {low}, got {v!r}")
+        bad = [m for m in self.methods if not isinstance(m, MethodConfig)]
+        if bad:
+            raise ValueError(f"ExperimentConfig.methods must hold MethodConfig objects, e.g. MethodConfig(name='ndpp'); got {bad!r}")
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f"methods must have distinct names, got {names}")

@@ -28,14 +28,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     except OSError as err:
         raise OSError(f"cannot write {path}: {err.strerror or err}") from err
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError) and str(path) not in str(err):
+            raise OSError(f"cannot write {path}: {err.strerror or err}") from err
         raise
     return path
 

@@ -210,6 +210,11 @@ def run_sweep(
         if not isinstance(method, MethodConfig):
             raise TypeError(f"grid[{i}] must be a MethodConfig, got {type(method).__name__}")
     folder = None if cache_dir is None else Path(cache_dir)
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(f"cannot write the sweep cache {folder}: {err.strerror or err}") from err
     m_oo = None
     records = []
     bar = tqdm(grid, desc="sweep", disable=not progress)

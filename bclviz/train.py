@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._validate import as_features, as_labels, check_positive_int
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import MethodConfig, TrainConfig
 from .data.base import Labeled
@@ -84,9 +85,10 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 
     Raises ``ValueError`` naming the classes that have no sample.
     """
+    num_classes = check_positive_int(num_classes, "num_classes")
+    features = as_features(features, "features")
+    labels = as_labels(labels, "labels", n=features.shape[0], num_classes=num_classes)
     counts = torch.bincount(labels, minlength=num_classes)
-    if counts.numel() > num_classes:
-        raise ValueError(f"labels go up to {int(labels.max())}, beyond num_classes={num_classes}")
     empty = torch.nonzero(counts == 0).squeeze(1).tolist()
     if empty:
         raise ValueError(f"class(es) {empty[:10]} have no training samples; every class needs at least one")
@@ -103,6 +105,9 @@ def _check_training_data(data: Labeled, num_classes: int) -> None:
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got range [{int(data.y.min())}, {int(data.y.max())}]"
         )
+    empty = torch.nonzero(torch.bincount(data.y, minlength=num_classes) == 0).squeeze(1).tolist()
+    if empty:
+        raise ValueError(f"class(es) {empty[:10]} have no training samples; every class needs at least one")
     # Lazily loaded inputs (bclviz.data.lazy.LazyImages) are decoded images, finite by
     # construction; reading them all here would defeat the laziness.
     if isinstance(data.x, torch.Tensor) and not torch.isfinite(data.x).all():
@@ -285,6 +290,8 @@ def train_new(
             "cross-model retrieval needs the same dimension"
         )
     compat = create_method(mcfg)
+    if compat.perturbs and mcfg.k is not None and mcfg.k >= num_classes:
+        raise ValueError(f"MethodConfig.k must be smaller than the number of classes ({num_classes}), got k={mcfg.k}")
     loop = _Loop(model, num_classes, cfg, data, f"new model ({mcfg.name})", progress, checkpoint,
                  {"role": "new", "method": dataclasses.asdict(mcfg)})
     dev = loop.device

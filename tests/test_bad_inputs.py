@@ -1,9 +1,7 @@
 """Catalogue of malformed inputs: each one must raise an error that names the problem.
 
 Every entry of ``CASES`` is one bad input to one public function, with the exception
-type and the words the message must contain. Entries marked ``xfail(strict=True)`` are
-inputs that do *not* get a clear error today; the reason says what happens instead and
-the fix is proposed in the reliability report. Flip them once the library is fixed.
+type and the words the message must contain.
 
 Documented behaviours that are deliberately *not* errors (a class with a single sample)
 are asserted at the end of the file.
@@ -59,10 +57,6 @@ Q = torch.randn(12, D, generator=GEN)
 YQ = torch.arange(12) % 3
 TINY_SPEC = ModelSpec(dim=8, options={"hidden": 16})
 FAST = TrainConfig(epochs=1, batch_size=64)
-
-
-def xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 @dataclass
@@ -205,8 +199,6 @@ CASES = [
     pytest.param(
         lambda e: evaluate(Q, np.array(list("abc") * 4), Q, np.array(list("abc") * 4), backend="torch"),
         TypeError, r"query_labels must hold integer class labels",
-        marks=xfail("numpy string labels reach torch.from_numpy: TypeError \"can't convert np.ndarray of type "
-                    "numpy.str_\", which names neither the argument nor what is allowed"),
         id="evaluate-string-labels",
     ),
     pytest.param(lambda e: compatibility_matrix([Q, Q], [Q], YQ, YQ, backend="torch"), ValueError, r"must list the same models .*got 2 and 1", id="compat-matrix-model-count"),
@@ -218,22 +210,18 @@ CASES = [
     pytest.param(lambda e: class_prototypes(Q[:6], torch.tensor([0, 1, 2, 3, 3, 5]), 4), ValueError, r"5.*num_classes=4|label 5, out of range for 4 classes", id="class-prototypes-label-out-of-range"),
     pytest.param(
         lambda e: class_prototypes(Q[:6], torch.tensor([0, 1, 2, 3, 3, -1]), 4), ValueError, r"negative label",
-        marks=xfail("RuntimeError from torch.bincount: 'bincount only supports 1-d non-negative integral inputs'"),
         id="class-prototypes-negative-label",
     ),
     pytest.param(
         lambda e: class_prototypes(Q[:6], torch.tensor([0.0, 1, 2, 3, 3, 2]), 4), TypeError, r"labels must hold integer class labels",
-        marks=xfail("NotImplementedError: \"bincount_cpu\" not implemented for 'Float'"),
         id="class-prototypes-float-labels",
     ),
     pytest.param(
         lambda e: class_prototypes(Q[:5], torch.tensor([0, 1, 2, 3, 3, 2]), 4), ValueError, r"labels has 6 labels but the features have 5 rows",
-        marks=xfail("RuntimeError from index_add_: 'Number of indices (6) should be equal to source.size(dim): (5)'"),
         id="class-prototypes-length-mismatch",
     ),
     pytest.param(
         lambda e: class_prototypes(with_nan(Q[:6]), torch.tensor([0, 1, 2, 3, 3, 2]), 4), ValueError, r"features contains NaN or Inf",
-        marks=xfail("silent wrong result: the prototype of the class holding the NaN row is all NaN"),
         id="class-prototypes-nan-features",
     ),
     # ------------------------------------------------------------------ training
@@ -257,8 +245,6 @@ CASES = [
     pytest.param(
         lambda e: train_old(e.new_model(), relabel(e.data.old_train, {1: 2}), num_classes=3, cfg=FAST, progress=False),
         ValueError, r"class\(es\) \[1\] have no training samples",
-        marks=xfail("silently trains: train_old never checks for empty classes, so head row 1 is never "
-                    "trained (train_new refuses the same gap)"),
         id="train-old-label-gap",
     ),
     # ------------------------------------------------------------------ configs
@@ -272,12 +258,10 @@ CASES = [
     pytest.param(lambda e: ExperimentConfig(methods=(MethodConfig(), MethodConfig())), ValueError, r"methods must have distinct names", id="experiment-duplicate-methods"),
     pytest.param(
         lambda e: ExperimentConfig(k=0), ValueError, r"k must be .*got 0",
-        marks=xfail("accepted; fails only after training, when evaluate() checks k"),
         id="experiment-k-zero",
     ),
     pytest.param(
         lambda e: ExperimentConfig(methods=("ndpp",)), ValueError, r"methods.*MethodConfig",
-        marks=xfail("AttributeError: 'str' object has no attribute 'name'"),
         id="experiment-methods-as-strings",
     ),
     pytest.param(lambda e: RunConfig(dataset="mnist"), ValueError, r"RunConfig.dataset must be one of \[.*\], got 'mnist'", id="runconfig-unknown-dataset"),
@@ -325,7 +309,6 @@ CASES = [
     pytest.param(lambda e: _weights_with_json(e, '{"epoch": 3}'), ValueError, r"ck.pt.json is not a bclviz checkpoint", id="checkpoint-json-not-bclviz"),
     pytest.param(
         lambda e: _weights_with_json(e, "[1, 2]"), ValueError, r"ck.pt.json is not a bclviz checkpoint",
-        marks=xfail("AttributeError: 'list' object has no attribute 'get' (metadata that is JSON but not an object)"),
         id="checkpoint-json-not-object",
     ),
     # ------------------------------------------------------------------ YAML run configs
@@ -384,9 +367,6 @@ CLI_CASES = [
     pytest.param(
         lambda t: ["train", "--config", str(_write(t, "opts.yaml", f"data_options: {{foo: 1}}\noutput_dir: {t / 'run'}\n")), "--quiet"],
         r"bclviz train: error: .*foo",
-        marks=xfail("TypeError \"make_toy() got an unexpected keyword argument 'foo'\" escapes main() as a "
-                    "traceback: load_dataset does not check toy/image/glyphs options, and main() catches "
-                    "only FileNotFoundError/ValueError"),
         id="cli-unknown-data-option",
     ),
 ]
@@ -416,8 +396,6 @@ def test_cli_demo_unknown_dataset_is_an_argparse_error(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------- fail early
-@pytest.mark.xfail(strict=True, reason="k >= number of classes is only checked at the first perturbation refresh, "
-                                       "after the warm-up epochs have already trained (one wasted epoch here)")
 def test_train_new_refuses_k_at_least_classes_before_training(tiny_toy, tiny_old):
     epochs = []
     model = build_new_model(tiny_toy, TINY_SPEC)

@@ -252,9 +252,6 @@ def _train_old_tiny(tiny_toy, path: Path):
                      cfg=TrainConfig(epochs=4, batch_size=16), progress=False, checkpoint=path)
 
 
-@pytest.mark.xfail(strict=True, reason="save_checkpoint replaces the .pt, then writes the .json: a kill between "
-                                       "the two leaves epoch-N+1 weights with epoch-N metadata, and resuming "
-                                       "trains epoch N+1 twice (different history and weights)")
 def test_training_killed_between_weights_and_metadata_resumes_exactly(tiny_toy, tmp_path, monkeypatch, one_thread):
     reference = _train_old_tiny(tiny_toy, tmp_path / "ref.pt")
     real_write_json = checkpoint_module.write_json
@@ -274,9 +271,6 @@ def test_training_killed_between_weights_and_metadata_resumes_exactly(tiny_toy, 
         assert torch.equal(a, b), key
 
 
-@pytest.mark.xfail(strict=True, reason="a kill between the first .pt and its .json leaves a checkpoint without "
-                                       "metadata; the rerun then stops with 'checkpoint file ...json does not "
-                                       "exist' instead of starting (or resuming) the training")
 def test_training_killed_before_first_metadata_can_be_rerun(tiny_toy, tmp_path, monkeypatch, one_thread):
     real_write_json = checkpoint_module.write_json
 
@@ -369,9 +363,7 @@ def test_failed_write_raises_oserror_and_leaves_nothing(writer, fault, tmp_path,
     [
         FAULTS[0],
         FAULTS[1],
-        pytest.param(_replace_fails_disk_full, id="rename-disk-full", marks=pytest.mark.xfail(
-            strict=True, reason="atomic_write re-raises an OSError from write()/os.replace as is: "
-                                "'[Errno 28] No space left on device' names no file")),
+        pytest.param(_replace_fails_disk_full, id="rename-disk-full"),
     ],
 )
 @pytest.mark.parametrize("writer", WRITERS)
@@ -381,8 +373,6 @@ def test_failed_write_error_names_the_path(writer, fault, tmp_path, monkeypatch,
         writer(target, request)
 
 
-@pytest.mark.xfail(strict=True, reason="save_checkpoint writes two files; when the .json write fails the new .pt "
-                                       "stays without metadata, and load_checkpoint refuses it ('...json does not exist')")
 def test_failed_checkpoint_metadata_write_leaves_a_whole_checkpoint_or_none(tmp_path, monkeypatch):
     real = os.replace
     calls = []
@@ -403,8 +393,6 @@ def test_failed_checkpoint_metadata_write_leaves_a_whole_checkpoint_or_none(tmp_
         assert meta["epoch"] == 0 and torch.equal(tensors["m"]["w"], torch.ones(3))
 
 
-@pytest.mark.xfail(strict=True, reason="run_sweep creates cache_dir only when the first record is written, "
-                                       "after that setting has trained")
 def test_sweep_with_unwritable_cache_fails_before_training(tiny_toy, tiny_old, tmp_path, monkeypatch):
     cfg, grid = _sweep_setup()
     trained = []
@@ -449,9 +437,6 @@ def test_demo_into_a_path_under_a_file_fails_naming_the_path(tiny_demo, tmp_path
     assert (tmp_path / "afile").read_text(encoding="utf-8") == "not a folder"
 
 
-@pytest.mark.xfail(strict=True, reason="bclviz demo trains every model before it first writes to --out, and "
-                                       "main() lets the OSError out as a traceback (it catches errors only "
-                                       "for train/evaluate/extract)")
 def test_demo_into_a_path_under_a_file_exits_2_before_training(tiny_demo, tmp_path, capsys):
     (tmp_path / "afile").write_text("not a folder", encoding="utf-8")
     out = tmp_path / "afile" / "demo"
@@ -460,8 +445,6 @@ def test_demo_into_a_path_under_a_file_exits_2_before_training(tiny_demo, tmp_pa
     assert tiny_demo == []
 
 
-@pytest.mark.xfail(strict=True, reason="the OSError of the first checkpoint write escapes main() as a traceback: "
-                                       "main() catches only FileNotFoundError and ValueError")
 def test_cli_train_into_a_path_under_a_file_exits_2_naming_the_path(tmp_path, capsys):
     (tmp_path / "afile").write_text("not a folder", encoding="utf-8")
     run_cfg = RunConfig(dataset="toy", data_options=TINY_DATA, old_model=TINY_SPEC, new_model=TINY_SPEC,

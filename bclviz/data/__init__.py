@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 from .base import BCLData, Labeled
 
 __all__ = ["BCLData", "Labeled", "DATASETS", "BENCHMARK_NAMES", "load_dataset", "make_toy"]
@@ -28,15 +31,19 @@ def load_dataset(name: str, *, seed: int = 0, **options) -> BCLData:
     these need ``root=``).
     """
     if name == "toy":
-        return make_toy(seed=seed, **options)
-    if name in ("digits", "fashion-mnist"):
+        from .toy import make_toy as builder
+    elif name in ("digits", "fashion-mnist"):
         from .images import image_bcl_data
 
-        return image_bcl_data(name, seed=seed, **options)
-    if name == "glyphs":
-        from .glyphs import make_glyphs
-
-        return make_glyphs(seed=seed, **options)
+        builder = functools.partial(image_bcl_data, name)
+    elif name == "glyphs":
+        from .glyphs import make_glyphs as builder
+    if name in ("toy", "digits", "fashion-mnist", "glyphs"):
+        allowed = [p for p in inspect.signature(builder).parameters if p not in ("name", "seed")]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown data_options {unknown} for dataset {name!r}; allowed: {allowed}")
+        return builder(seed=seed, **options)
     if name in BENCHMARK_NAMES:
         from .registry import load_benchmark
 
