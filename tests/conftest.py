@@ -3,10 +3,30 @@
 import pytest
 import torch
 
-from bclviz.config import TrainConfig
+from bclviz.config import MethodConfig, TrainConfig
 from bclviz.data.toy import make_toy
-from bclviz.experiment import ModelSpec, build_old_model
+from bclviz.experiment import ModelSpec, build_old_model, default_experiment, run_experiment
 from bclviz.train import train_old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread than on two (possibly shared) cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment():
+    """(config, ExperimentResult) of a small toy update with proto and NDPP."""
+    cfg = default_experiment(
+        "toy", data_options=dict(num_superclasses=3, siblings=2, train_per_class=40, eval_per_class=8),
+        old_train=TrainConfig(epochs=2), new_train=TrainConfig(epochs=2),
+        methods=(MethodConfig(name="proto"), MethodConfig(name="ndpp")),
+    )
+    return cfg, run_experiment(cfg, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -85,15 +85,6 @@ class Killer(threading.Thread):
         assert self.proc.returncode == -signal.SIGKILL, f"expected death by SIGKILL, got rc {self.proc.returncode}"
 
 
-@pytest.fixture
-def one_thread():
-    """Like the child processes: one intra-op thread, so every run computes identically."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def leftovers(folder: Path) -> list[str]:
     """Names in ``folder`` that are temporary or hidden files (partial writes)."""
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith("."))

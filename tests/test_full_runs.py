@@ -94,15 +94,6 @@ def make_imagefolder(root: Path, classes: int = 4, per_class: int = 5) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train several times faster on one thread than on contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def gld_root(tmp_path_factory):
     return make_gldv2(tmp_path_factory.mktemp("gldv2"))

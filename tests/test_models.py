@@ -22,15 +22,6 @@ DEFAULT_SHAPE = (1, 8, 8)
 HEAVY = {"resnet50"}  # only a forward pass: too slow to build twice on a shared CPU
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run far faster on one thread than on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _shape(name: str) -> tuple[int, ...]:
     return SHAPES.get(name, DEFAULT_SHAPE)
 

@@ -6,9 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bclviz.config import MethodConfig, TrainConfig
 from bclviz.evaluation import average_compatibility, evaluate
-from bclviz.experiment import default_experiment, run_experiment
 from bclviz.plots import (
     PALETTE, class_colors, compatibility_matrix_figure, pareto_front, partial_backfill,
     partial_backfill_curve, preferred_method, pseudo_old_trace_updates, result_blocks,
@@ -20,14 +18,8 @@ from bclviz.train import embed
 
 
 @pytest.fixture(scope="session")
-def experiment():
-    cfg = default_experiment(
-        "toy",
-        data_options=dict(num_superclasses=3, siblings=2, train_per_class=40, eval_per_class=8),
-        old_train=TrainConfig(epochs=2), new_train=TrainConfig(epochs=2),
-        methods=(MethodConfig(name="proto"), MethodConfig(name="ndpp")),
-    )
-    return run_experiment(cfg, progress=False)
+def experiment(tiny_experiment):
+    return tiny_experiment[1]
 
 
 def _trace(fig, uid):

@@ -4,20 +4,12 @@ import tempfile
 
 import pytest
 
-from bclviz.config import MethodConfig, TrainConfig
-from bclviz.experiment import default_experiment, run_experiment
 from bclviz.report import results_table_html, write_report
 
 
 @pytest.fixture(scope="session")
-def report_experiment():
-    cfg = default_experiment(
-        "toy",
-        data_options=dict(num_superclasses=3, siblings=2, train_per_class=40, eval_per_class=8),
-        old_train=TrainConfig(epochs=2), new_train=TrainConfig(epochs=2),
-        methods=(MethodConfig(name="proto"), MethodConfig(name="ndpp")),
-    )
-    return run_experiment(cfg, progress=False)
+def report_experiment(tiny_experiment):
+    return tiny_experiment[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 
 import bclviz.sweep as sweep
 from bclviz.config import MethodConfig, TrainConfig
-from bclviz.experiment import default_experiment, run_experiment, train_and_evaluate_new
+from bclviz.experiment import train_and_evaluate_new
 from bclviz.runconfig import RunConfig, load_run_config
 from bclviz.stats import mean_interval
 from bclviz.sweep import (
@@ -18,24 +18,9 @@ from bclviz.sweep import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train far faster on one thread than on two shared cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def tiny(one_thread):
-    cfg = default_experiment(
-        "toy", data_options=dict(num_superclasses=3, siblings=2, train_per_class=40, eval_per_class=8),
-        old_train=TrainConfig(epochs=2), new_train=TrainConfig(epochs=2), methods=(MethodConfig(name="proto"),),
-    )
-    return cfg, run_experiment(cfg, progress=False)
+def tiny(tiny_experiment):
+    return tiny_experiment
 
 
 @pytest.fixture(scope="module")
