@@ -14,7 +14,7 @@ from typing import Callable, ClassVar
 import torch
 
 from . import losses
-from .perturb import ndpp, odpp
+from .perturb import ndpp, odpp, old_neighbors
 
 __all__ = ["CompatContext", "CompatMethod", "register_method", "list_methods", "create_method"]
 
@@ -133,27 +133,43 @@ def _neighbours(k: int | None, default: int, protos: torch.Tensor) -> int:
     return k if k is not None else min(default, protos.shape[0] - 1)
 
 
-@register_method("ndpp")
-class NDPP(Proto):
-    """Alignment to pseudo-old prototypes perturbed by :func:`bclviz.perturb.ndpp`."""
+class _Perturbing(Proto):
+    """Shared by NDPP and ODPP: the old-space neighbour lists depend on ``P_o`` only,
+    which is fixed for a whole training run, so they are searched once (an O(C^2 d)
+    kNN search; the perturbation itself is O(C k d)) and reused by every refresh."""
 
     perturbs = True
 
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self._neighbor_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def neighbors(self, old_protos: torch.Tensor, k: int) -> torch.Tensor:
+        cached = self._neighbor_cache
+        if cached is None or cached[1].shape[1] < k or not torch.equal(cached[0], old_protos):
+            self._neighbor_cache = cached = (old_protos.clone(), old_neighbors(old_protos, k))
+        return cached[1]
+
+
+@register_method("ndpp")
+class NDPP(_Perturbing):
+    """Alignment to pseudo-old prototypes perturbed by :func:`bclviz.perturb.ndpp`."""
+
     def perturb(self, old_protos, new_protos, previous):
-        return ndpp(old_protos, new_protos, eps=self.cfg.eps, k=_neighbours(self.cfg.k, 5, old_protos),
-                    eps_mode=self.cfg.eps_mode)
+        k = _neighbours(self.cfg.k, 5, old_protos)
+        return ndpp(old_protos, new_protos, eps=self.cfg.eps, k=k, eps_mode=self.cfg.eps_mode,
+                    neighbors=self.neighbors(old_protos, k))
 
 
 @register_method("odpp")
-class ODPP(Proto):
+class ODPP(_Perturbing):
     """Alignment to pseudo-old prototypes optimised by :func:`bclviz.perturb.odpp`."""
 
-    perturbs = True
-
     def perturb(self, old_protos, new_protos, previous):
+        k = _neighbours(self.cfg.k, 8, old_protos)
         return odpp(
-            old_protos, new_protos, eps=self.cfg.eps, k=_neighbours(self.cfg.k, 8, old_protos),
+            old_protos, new_protos, eps=self.cfg.eps, k=k,
             steps=self.cfg.odpp_steps, gamma=self.cfg.gamma, lr=self.cfg.odpp_lr,
             init=previous if previous is not None and bool(previous.any()) else None,
-            eps_mode=self.cfg.eps_mode,
+            eps_mode=self.cfg.eps_mode, neighbors=self.neighbors(old_protos, k),
         )

@@ -7,12 +7,16 @@ Learning" (arXiv 2503.14824). The equations are written out in ``docs/method.md`
 state, so the trainer, the widgets and the benchmarks share them.
 
 Shapes: ``C`` classes, ``d`` embedding dimensions. Prototypes are (C, d); rows are
-L2-normalised on entry. Work is done in row blocks of ``block`` classes, so memory is
-O(C * k * d) and never O(C^2).
+L2-normalised on entry. Work is done in row blocks of ``_BLOCK`` classes, so memory is
+O(C * k * d) and never O(C^2). The old-space neighbour lists depend on ``P_o`` only,
+which is fixed during training: :func:`old_neighbors` computes them once and ``ndpp``
+/ ``odpp`` accept them as ``neighbors=`` (the kNN search is O(C^2 d), everything else
+O(C k d)).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -21,12 +25,15 @@ import torch.nn.functional as F
 from ._validate import as_features, check_non_negative, check_positive_int
 from .neighbors import class_neighbors
 
-__all__ = ["ndpp", "odpp", "odpp_objective", "pseudo_old", "check_prototypes", "budgets"]
+__all__ = ["ndpp", "odpp", "odpp_objective", "pseudo_old", "check_prototypes", "budgets", "old_neighbors"]
 
 EpsMode = Literal["absolute", "relative"]
 
 _TINY = 1e-6  # a tangent direction shorter than this is treated as zero (unit vectors)
-_BLOCK = 8192
+# Rows per block: (1024, k, d) float32 temporaries are a few MiB, which the allocator
+# reuses; 8192-row blocks (tens of MiB) went back to the OS and were page-faulted in
+# again on every elementwise op, which cost more than the arithmetic.
+_BLOCK = 1024
 
 
 def check_prototypes(old_protos, new_protos=None, *, k: int | None = None):
@@ -61,6 +68,37 @@ def check_prototypes(old_protos, new_protos=None, *, k: int | None = None):
         if k >= C:
             raise ValueError(f"k must be smaller than the number of classes ({C}), got k={k}")
     return tuple(out)
+
+
+def old_neighbors(old_protos, k: int) -> torch.Tensor:
+    """Old-space neighbour lists ``N_k(c)`` (C, k) int64, most similar first.
+
+    What :func:`ndpp` and :func:`odpp` search for internally; pass the result as their
+    ``neighbors=`` argument to reuse it while ``old_protos`` stays the same (a list for
+    a larger k also serves every smaller k: its first k columns).
+    """
+    (p_o,) = check_prototypes(old_protos, k=k)
+    return class_neighbors(p_o, k)
+
+
+def _neighbor_lists(p_o: torch.Tensor, k: int, neighbors) -> torch.Tensor:
+    """``neighbors[:, :k]`` after checking its shape, or a fresh search when None."""
+    if neighbors is None:
+        return class_neighbors(p_o, k)
+    if (not isinstance(neighbors, torch.Tensor) or neighbors.dtype != torch.int64 or neighbors.ndim != 2
+            or neighbors.shape[0] != p_o.shape[0] or neighbors.shape[1] < k):
+        got = tuple(neighbors.shape) if isinstance(neighbors, torch.Tensor) else type(neighbors).__name__
+        raise ValueError(
+            f"neighbors must be an int64 tensor of shape (C={p_o.shape[0]}, >= k={k}) from "
+            f"old_neighbors(old_protos, k), got {got}"
+        )
+    return neighbors[:, :k]
+
+
+def _rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` (B, k, d) for a (B, k) index; index_select is several times faster
+    than advanced indexing on the CPU."""
+    return x.index_select(0, idx.reshape(-1)).view(*idx.shape, x.shape[1])
 
 
 def pseudo_old(old_protos: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -99,11 +137,14 @@ def budgets(p_o: torch.Tensor, nbr: torch.Tensor, eps: float, mode: EpsMode) -> 
     _check_eps_mode(mode)
     if mode == "absolute":
         return torch.full((p_o.shape[0], 1), eps, dtype=p_o.dtype)
-    cos = (p_o * p_o[nbr[:, 0]]).sum(1, keepdim=True).clamp(-1.0, 1.0)
+    cos = (p_o * p_o.index_select(0, nbr[:, 0])).sum(1, keepdim=True).clamp(-1.0, 1.0)
     return eps * torch.arccos(cos)
 
 
-def ndpp(old_protos, new_protos, *, eps: float, k: int = 5, eps_mode: EpsMode = "absolute") -> torch.Tensor:
+def ndpp(
+    old_protos, new_protos, *, eps: float, k: int = 5, eps_mode: EpsMode = "absolute",
+    neighbors: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Neighbor-driven prototype perturbation.
 
     For each class ``c`` and each of its ``k`` nearest old-space neighbours ``j``:
@@ -120,6 +161,8 @@ def ndpp(old_protos, new_protos, *, eps: float, k: int = 5, eps_mode: EpsMode = 
     eps_mode : ``"absolute"`` (the budget is ``eps``) or ``"relative"`` (the budget of
         class ``c`` is ``eps`` times its angle to the nearest old neighbour; see
         :func:`budgets`).
+    neighbors : optional (C, >= k) old-space neighbour lists from :func:`old_neighbors`
+        for these ``old_protos``, reused instead of searching again.
 
     Returns
     -------
@@ -127,17 +170,21 @@ def ndpp(old_protos, new_protos, *, eps: float, k: int = 5, eps_mode: EpsMode = 
     """
     eps = check_non_negative(eps, "eps")
     p_o, p_n = check_prototypes(old_protos, new_protos, k=k)
-    C, _ = p_o.shape
-    delta = torch.zeros_like(p_o)
     _check_eps_mode(eps_mode)
     if eps == 0:
-        return delta
-    nbr = class_neighbors(p_o, k)
-    budget = budgets(p_o, nbr, eps, eps_mode)
+        return torch.zeros_like(p_o)
+    nbr = _neighbor_lists(p_o, k, neighbors)
+    return _ndpp(p_o, p_n, nbr, budgets(p_o, nbr, eps, eps_mode))
+
+
+def _ndpp(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+    """NDPP of normalised prototypes with known neighbour lists (C, k) and budgets (C, 1)."""
+    C, _ = p_o.shape
+    delta = torch.empty_like(p_o)
     for s in range(0, C, _BLOCK):
         rows = slice(s, s + _BLOCK)
         po, pn, idx = p_o[rows], p_n[rows], nbr[rows]
-        po_j, pn_j = p_o[idx], p_n[idx]  # (B, k, d)
+        po_j, pn_j = _rows(p_o, idx), _rows(p_n, idx)  # (B, k, d)
         s_o = (po.unsqueeze(1) * po_j).sum(-1)
         s_n = (pn.unsqueeze(1) * pn_j).sum(-1)
         w = (s_o - s_n).clamp_min(0)
@@ -155,8 +202,8 @@ def _targets(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor) -> torch.T
     for s in range(0, p_o.shape[0], _BLOCK):
         rows = slice(s, s + _BLOCK)
         idx = nbr[rows]
-        s_o = (p_o[rows].unsqueeze(1) * p_o[idx]).sum(-1)
-        s_n = (p_n[rows].unsqueeze(1) * p_n[idx]).sum(-1)
+        s_o = (p_o[rows].unsqueeze(1) * _rows(p_o, idx)).sum(-1)
+        s_n = (p_n[rows].unsqueeze(1) * _rows(p_n, idx)).sum(-1)
         t[rows] = torch.minimum(s_o, s_n)
     return t
 
@@ -168,22 +215,22 @@ def _objective_and_grad(
     C = p_o.shape[0]
     a = p_o + delta
     n = a.norm(dim=1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
-    q = a / n
+    q = a.div_(n)
     g_q = torch.zeros_like(q)
     total = 0.0
     for s in range(0, C, _BLOCK):
         rows = slice(s, s + _BLOCK)
         idx = nbr[rows]
-        qc, qj = q[rows], q[idx]  # (B, d), (B, K, d)
-        h = ((qc.unsqueeze(1) * qj).sum(-1) - t[rows]).clamp_min(0)  # (B, K)
+        qc, qj = q[rows], _rows(q, idx)  # (B, d), (B, K, d)
+        h = (qc.unsqueeze(1) * qj).sum(-1).sub_(t[rows]).clamp_min_(0)  # (B, K)
         total += float((h * h).sum())
         g_q[rows] += (h.unsqueeze(-1) * qj).sum(1)
         g_q.index_add_(0, idx.reshape(-1), (h.unsqueeze(-1) * qc.unsqueeze(1)).reshape(-1, q.shape[1]))
     g_q *= 2.0 / C
     # d q / d a = (I - q q^T) / ||a||
-    g_a = (g_q - (g_q * q).sum(1, keepdim=True) * q) / n
+    g_a = g_q.sub_((g_q * q).sum(1, keepdim=True) * q).div_(n)
     value = total / C + gamma * float((delta * delta).sum()) / C
-    return value, g_a + (2.0 * gamma / C) * delta
+    return value, g_a.add_(delta, alpha=2.0 * gamma / C)
 
 
 def _project(delta: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
@@ -193,11 +240,13 @@ def _project(delta: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
     return delta * scale
 
 
-def odpp_objective(old_protos, new_protos, delta, *, k: int = 8, gamma: float = 0.1) -> float:
+def odpp_objective(
+    old_protos, new_protos, delta, *, k: int = 8, gamma: float = 0.1, neighbors: torch.Tensor | None = None
+) -> float:
     """Value of the ODPP objective at ``delta`` (see :func:`odpp`)."""
     p_o, p_n = check_prototypes(old_protos, new_protos, k=k)
     delta = as_features(delta, "delta", dim=p_o.shape[1]).to(p_o.dtype)
-    nbr = class_neighbors(p_o, k)
+    nbr = _neighbor_lists(p_o, k, neighbors)
     return _objective_and_grad(p_o, delta, nbr, _targets(p_o, p_n, nbr), gamma)[0]
 
 
@@ -212,6 +261,7 @@ def odpp(
     lr: float = 0.02,
     init: torch.Tensor | None = None,
     eps_mode: EpsMode = "absolute",
+    neighbors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Optimization-driven prototype perturbation.
 
@@ -235,6 +285,8 @@ def odpp(
         whose only role is to break the symmetry of coinciding old prototypes, where
         the gradient of the objective vanishes exactly.
     eps_mode : ``"absolute"`` or ``"relative"`` budgets, as in :func:`ndpp`.
+    neighbors : optional (C, >= k) old-space neighbour lists from :func:`old_neighbors`
+        for these ``old_protos``, reused instead of searching again.
 
     Returns
     -------
@@ -251,10 +303,10 @@ def odpp(
     _check_eps_mode(eps_mode)
     if eps == 0:
         return torch.zeros_like(p_o)
-    nbr = class_neighbors(p_o, k)
+    nbr = _neighbor_lists(p_o, k, neighbors)
     budget = budgets(p_o, nbr, eps, eps_mode)
     if init is None:
-        delta = 0.01 * ndpp(p_o, p_n, eps=eps, k=k, eps_mode=eps_mode)
+        delta = 0.01 * _ndpp(p_o, p_n, nbr, budget)
     else:
         delta = as_features(init, "init", dim=p_o.shape[1]).to(p_o.dtype)
         if delta.shape[0] != p_o.shape[0]:
@@ -268,7 +320,7 @@ def odpp(
         _, g = _objective_and_grad(p_o, delta, nbr, t, gamma)
         m.mul_(b1).add_(g, alpha=1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        m_hat = m / (1 - b1**step)
-        v_hat = v / (1 - b2**step)
-        delta = _project(delta - lr * m_hat / (v_hat.sqrt() + adam_eps), budget)
+        # delta - lr * m_hat / (sqrt(v_hat) + adam_eps), without C x d temporaries
+        denom = v.sqrt().div_(math.sqrt(1 - b2**step)).add_(adam_eps)
+        delta = _project(delta.addcdiv_(m, denom, value=-lr / (1 - b1**step)), budget)
     return delta

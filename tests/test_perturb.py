@@ -300,3 +300,18 @@ def test_relative_budget_is_a_multiple_of_the_nearest_gap(args, method):
     gaps = torch.tensor([naive_budget(P_o, c, 1.0, "relative") for c in range(C)], dtype=torch.float64)
     assert torch.isfinite(delta).all()
     assert bool((delta.norm(dim=1) <= eps * gaps + 1e-6).all())
+
+
+@pytest.mark.parametrize("fn", ["ndpp", "odpp"])
+def test_blockwise_matches_one_block(monkeypatch, fn):
+    """Row blocks must not change the result (no other test spans more than one block)."""
+    from bclviz import perturb
+
+    gen = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(6, 8, generator=gen, dtype=torch.float64), dim=1)
+    p_o = F.normalize(centres[torch.arange(50) % 6] + 0.1 * torch.randn(50, 8, generator=gen, dtype=torch.float64), dim=1)
+    p_n = F.normalize(p_o + 0.3 * torch.randn(50, 8, generator=gen, dtype=torch.float64), dim=1)
+    one = getattr(perturb, fn)(p_o, p_n, eps=0.4)
+    monkeypatch.setattr(perturb, "_BLOCK", 7)
+    many = getattr(perturb, fn)(p_o, p_n, eps=0.4)
+    torch.testing.assert_close(many, one, atol=1e-10, rtol=0)
