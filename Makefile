@@ -31,7 +31,10 @@ demo: $(STAMP)
 	$(VENV)/bin/bclviz demo --dataset toy --out out/demo
 
 bench: $(STAMP)
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/perturb_scale.py --classes 81313 --dim 256
+	$(PY) bench/retrieval.py --queries 1000 --gallery 1000000 --dim 256
+	$(PY) bench/widget_latency.py
+	$(PY) bench/train_overhead.py
 
 clean:
 	rm -rf out .pytest_cache
