@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -27,12 +28,24 @@ __all__ = [
     "update_pseudo_old", "result_blocks", "preferred_method", "three_spaces_from_result",
     "pareto_front", "tradeoff_points", "tradeoff_figure", "similarity_heatmaps",
     "training_curves", "compatibility_matrix_figure", "partial_backfill",
-    "partial_backfill_curve",
+    "partial_backfill_curve", "trace_uid",
 ]
 
 PALETTE: tuple[str, ...] = tuple(qualitative.Dark24 + qualitative.Light24)
 SPACE_BLOCKS = ("old_features", "new_features", "old_protos", "pseudo_old_protos", "new_protos")
 _PERTURBATION_METHODS = ("ndpp", "odpp")
+_UID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def trace_uid(*parts: object) -> str:
+    """A trace uid from ``parts``: empty parts dropped, the rest joined with ``-``, and
+    anything outside ``[A-Za-z0-9_-]`` replaced by ``_``.
+
+    plotly.js builds CSS selectors from uids, so a ``:``, ``/``, space or bracket in one
+    raises a JavaScript error in the browser (the figure then stops updating).
+    ``trace_uid("points", "ndpp") == "points-ndpp"``.
+    """
+    return "-".join(_UID_UNSAFE.sub("_", str(p)) for p in parts if str(p))
 
 
 def _rows(x, name: str, *, dim: int | None = None) -> np.ndarray:
@@ -362,7 +375,7 @@ def tradeoff_figure(
     Returns
     -------
     go.Figure
-        One trace per method (uid ``"points:<method>"``), the criterion line (uid
+        One trace per method (uid ``trace_uid("points", method)``), the criterion line (uid
         ``"criterion"``) and the Pareto front (uid ``"pareto"``, sorted by cross); uids
         are copied into ``meta``.
     """
@@ -379,7 +392,7 @@ def tradeoff_figure(
                for ax in ("self", "cross") if any(f"{ax}_err" in p for p in group)}
         fig.add_trace(go.Scatter(
             x=[float(p["cross"]) for p in group], y=[float(p["self"]) for p in group],
-            mode="markers", name=m, uid=f"points:{m}", text=[_hover(p) for p in group],
+            mode="markers", name=m, uid=trace_uid("points", m), text=[_hover(p) for p in group],
             hovertemplate="%{text}<br>cross %{x:.4f}<br>self %{y:.4f}<extra></extra>",
             marker=dict(size=11, color=PALETTE[i % len(PALETTE)]),
             error_x=err.get("cross"), error_y=err.get("self"),
@@ -417,7 +430,7 @@ def similarity_heatmaps(
     fig = make_subplots(rows=1, cols=3, subplot_titles=list(titles), horizontal_spacing=0.05)
     for col, (s, t) in enumerate(zip(sets, titles), start=1):
         u = s / np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-300)
-        fig.add_trace(go.Heatmap(z=u @ u.T, coloraxis="coloraxis", name=t, uid=f"similarity:{t}",
+        fig.add_trace(go.Heatmap(z=u @ u.T, coloraxis="coloraxis", name=t, uid=trace_uid("similarity", t),
                                  hovertemplate="class %{y} vs %{x}: %{z:.3f}<extra></extra>"), row=1, col=col)
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(coloraxis=dict(colorscale="RdBu_r", cmin=-1, cmax=1),
@@ -436,7 +449,7 @@ def training_curves(history: Sequence[Mapping] | Mapping[str, Sequence[Mapping]]
     """Losses, perturbation norms and crowding per epoch (``TrainResult.history``).
 
     A mapping run name -> history draws one colour per run (dash style per quantity);
-    keys a history lacks are skipped. Trace uids are ``"<run>/<key>"`` (run ``""`` for a
+    keys a history lacks are skipped. Trace uids are ``trace_uid(run, key)`` (just the key for a
     single history); x is each record's ``epoch`` (else its index).
     """
     runs = dict(history) if isinstance(history, Mapping) else {"": list(history)}
@@ -451,7 +464,7 @@ def training_curves(history: Sequence[Mapping] | Mapping[str, Sequence[Mapping]]
                 color = PALETTE[(r if run else j) % len(PALETTE)]
                 fig.add_trace(go.Scatter(
                     x=x, y=[float(rec.get(key, np.nan)) for rec in recs], mode="lines+markers",
-                    name=f"{run}: {key}" if run else key, uid=f"{run}/{key}", legendgroup=run or key,
+                    name=f"{run}: {key}" if run else key, uid=trace_uid(run, key), legendgroup=run or key,
                     line=dict(color=color, dash=dashes[j % 3] if run else "solid"),
                 ), row=1, col=col)
     fig.update_xaxes(title_text="epoch")
@@ -538,10 +551,10 @@ def partial_backfill_curve(
         if not recs or metric not in recs[0]:
             raise ValueError(f"records of {run or 'the run'} lack metric {metric!r}")
         fig.add_trace(go.Scatter(x=[r["fraction"] for r in recs], y=[r[metric] for r in recs],
-                                 mode="lines+markers", name=run or metric, uid=f"backfill:{run}",
+                                 mode="lines+markers", name=run or metric, uid=trace_uid("backfill", run),
                                  line=dict(color=PALETTE[i % len(PALETTE)])))
     for name, value in (references or {}).items():
-        fig.add_trace(go.Scatter(x=[0, 1], y=[value, value], mode="lines", name=name, uid=f"reference:{name}",
+        fig.add_trace(go.Scatter(x=[0, 1], y=[value, value], mode="lines", name=name, uid=trace_uid("reference", name),
                                  line=dict(dash="dash", color="gray")))
     fig.update_layout(title=f"partial backfill ({metric})", xaxis_title="fraction of gallery re-embedded",
                       yaxis_title=metric)

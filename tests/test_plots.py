@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -11,7 +12,7 @@ from bclviz.plots import (
     PALETTE, class_colors, compatibility_matrix_figure, pareto_front, partial_backfill,
     partial_backfill_curve, preferred_method, pseudo_old_trace_updates, result_blocks,
     similarity_heatmaps, three_spaces_figure, three_spaces_from_result, tradeoff_figure,
-    tradeoff_points, training_curves, update_pseudo_old,
+    trace_uid, tradeoff_points, training_curves, update_pseudo_old,
 )
 from bclviz.projection import SpaceProjection, project_spaces
 from bclviz.train import embed
@@ -162,13 +163,13 @@ def test_tradeoff_figure_data():
     fig = tradeoff_figure(points, old_old=0.47, metric="mAP@100")
     crit = _trace(fig, "criterion")
     assert list(crit.x) == [0.47, 0.47] and min(crit.y) < 0.70 and max(crit.y) > 0.85
-    ndpp = _trace(fig, "points:ndpp")
+    ndpp = _trace(fig, "points-ndpp")
     assert list(ndpp.x) == [0.50, 0.45] and list(ndpp.y) == [0.80, 0.85]
     assert list(ndpp.error_y.array) == [0.01, 0.0] and ndpp.error_x.array is None
     assert "eps = 0.2" in ndpp.text[0] and "ndpp eps=0.2" in ndpp.text[0]
     pareto = _trace(fig, "pareto")
     assert list(zip(pareto.x, pareto.y)) == [(0.45, 0.85), (0.50, 0.80), (0.55, 0.70)]
-    assert {t.uid for t in fig.data} == {"points:ndpp", "points:proto", "points:odpp", "criterion", "pareto"}
+    assert {t.uid for t in fig.data} == {"points-ndpp", "points-proto", "points-odpp", "criterion", "pareto"}
     with pytest.raises(ValueError, match="old_old"):
         tradeoff_figure(points, old_old=float("nan"))
 
@@ -204,15 +205,39 @@ def test_training_curves_plot_the_history(experiment):
     history = experiment.new["ndpp"].history
     fig = training_curves(history)
     for key in ("loss", "loss_comp", "delta_norm_max", "crowding_pseudo_old"):
-        trace = _trace(fig, f"/{key}")
+        trace = _trace(fig, key)
         assert list(trace.y) == [rec[key] for rec in history]
         assert list(trace.x) == [rec["epoch"] for rec in history]
     runs = {"old": experiment.old.history, "ndpp": history}
     fig = training_curves(runs)
-    assert [t.uid for t in fig.data if t.uid.startswith("old/")] == ["old/loss"]  # old has losses only
-    assert list(_trace(fig, "ndpp/crowding_new").y) == [rec["crowding_new"] for rec in history]
+    assert [t.uid for t in fig.data if t.uid.startswith("old-")] == ["old-loss"]  # old has losses only
+    assert list(_trace(fig, "ndpp-crowding_new").y) == [rec["crowding_new"] for rec in history]
     with pytest.raises(ValueError, match="history is empty"):
         training_curves([])
+
+
+def _css_safe(fig):
+    # plotly.js builds CSS selectors from uids; ':' '/' ' ' '(' break them in the browser
+    return all(re.fullmatch(r"[A-Za-z0-9_-]+", t.uid) for t in fig.data)
+
+
+def test_trace_uid_is_css_safe():
+    assert trace_uid("points", "ndpp") == "points-ndpp"
+    assert trace_uid("", "loss") == "loss"
+    assert trace_uid("reference", "M(old, old)") == "reference-M_old__old_"
+    assert trace_uid("run/a:b", 3) == "run_a_b-3"
+
+
+def test_every_builder_emits_css_safe_uids(experiment):
+    history = experiment.new["ndpp"].history
+    curves = training_curves({"old/run 1": experiment.old.history, "ndpp:x": history})
+    tradeoff = tradeoff_figure(tradeoff_points(experiment.results), old_old=0.3)
+    state = experiment.new["ndpp"].state
+    heat = similarity_heatmaps(state["old_protos"], state["pseudo_old"], state["new_protos"])
+    backfill = partial_backfill_curve({"a/b": [{"fraction": 0.0, "mAP@100": 0.1}, {"fraction": 1.0, "mAP@100": 0.2}]},
+                                      references={"M(old, old)": 0.4})
+    for fig in (curves, tradeoff, heat, backfill):
+        assert _css_safe(fig), [t.uid for t in fig.data]
 
 
 def test_compatibility_matrix_figure():
@@ -246,7 +271,7 @@ def test_partial_backfill_endpoints_are_cross_and_self_test(experiment):
     ref = evaluate(q_new, data.query.y, mixed, data.gallery.y, k=100, exclude_self=data.query_is_gallery)
     assert records[1]["mAP@100"] == pytest.approx(ref["mAP@100"], abs=1e-9)
     fig = partial_backfill_curve({"ndpp": records}, references={"M(old, old)": 0.4})
-    assert list(_trace(fig, "backfill:ndpp").y) == [r["mAP@100"] for r in records]
-    assert list(_trace(fig, "reference:M(old, old)").y) == [0.4, 0.4]
+    assert list(_trace(fig, "backfill-ndpp").y) == [r["mAP@100"] for r in records]
+    assert list(_trace(fig, "reference-M_old__old_").y) == [0.4, 0.4]
     with pytest.raises(ValueError, match="fractions"):
         partial_backfill(q_new, data.query.y, g_old, g_new, data.gallery.y, fractions=[1.5])

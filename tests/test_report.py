@@ -52,7 +52,7 @@ def test_report_header_and_table(report, report_experiment):
 def test_report_holds_both_figures(report):
     _, text = report
     assert 'id="three-spaces"' in text and 'id="tradeoff"' in text
-    for uid in ("pseudo_old_arrows", "pseudo_old_protos", "points:ndpp", "criterion", "pareto"):
+    for uid in ("pseudo_old_arrows", "pseudo_old_protos", "points-ndpp", "criterion", "pareto"):
         assert f'"uid":"{uid}"' in text
     assert "ndpp: old | pseudo-old | new (pca)" in text
 
@@ -101,5 +101,5 @@ def test_table_and_tradeoff_show_intervals_over_seeds():
     assert cells[0] == "0.720 &plusmn; 0.010" and cells[1] == "0.360 &plusmn; 0.005"
     assert cells[-2] == "+0.020 &plusmn; 0.010 (better)"
     fig = tradeoff_figure(tradeoff_points(results), old_old=0.3)
-    ndpp = next(t for t in fig.data if (t.uid or t.meta) in ("points:ndpp",) or t.name == "ndpp")
+    ndpp = next(t for t in fig.data if (t.uid or t.meta) in ("points-ndpp",) or t.name == "ndpp")
     assert list(ndpp.error_y.array) == [0.01] and list(ndpp.error_x.array) == [0.005]

@@ -191,7 +191,7 @@ def test_lab_trains_once_and_plots_the_point(tiny, explorer, monkeypatch):
     assert len(calls) == 1 and calls[0] == MethodConfig(name="ndpp", eps=0.3, k=5)
     assert not lab.train_button.disabled and lab.progress.value == lab.progress.max == cfg.new_train.epochs
     key = f"mAP@{cfg.k}"
-    trained = lab.traces["points:trained"]
+    trained = lab.traces["points-trained"]
     assert (list(trained.x), list(trained.y)) == ([record["cross"][key]], [record["self"][key]])
     assert lab.records == [record] and record["label"] in lab.records_html.value
     assert record["compatible"] == (record["cross"][key] > res.results["old"]["self"][key])
@@ -215,7 +215,7 @@ def test_lab_failure_is_reported(tiny, explorer, monkeypatch):
     with pytest.raises(ValueError, match="boom"):
         lab.wait(timeout=60)
     assert "boom" in lab.status.value and not lab.train_button.disabled
-    assert lab.records == [] and len(lab.traces["points:trained"].x) == 0
+    assert lab.records == [] and len(lab.traces["points-trained"].x) == 0
     assert lab.train() is True  # the lock was released
     with pytest.raises(ValueError):
         lab.wait(timeout=60)

@@ -58,7 +58,7 @@ class TrainingLab:
     widget, train_button, progress, status, tradeoff, records_html, export_path,
     export_button : the widgets; ``tradeoff`` is a ``FigureWidget``.
     traces : its traces by :func:`~bclviz.plots.tradeoff_figure` uid, plus
-        ``"points:trained"`` (the points trained here).
+        ``trace_uid("points", "trained")`` (the points trained here).
     records : list of sweep records (:func:`bclviz.sweep.make_record`) trained here.
     last_result : the :class:`~bclviz.train.TrainResult` of the latest run (None if cached).
     error : the exception of the latest run, if it failed.
@@ -68,7 +68,7 @@ class TrainingLab:
         import ipywidgets as w
         import plotly.graph_objects as go
 
-        from ..plots import tradeoff_figure, tradeoff_points
+        from ..plots import trace_uid, tradeoff_figure, tradeoff_points
         from .explorer import PerturbationExplorer
 
         own_explorer = explorer is None
@@ -88,7 +88,7 @@ class TrainingLab:
         base = self._points or [dict(label="old", method="old", self=self.m_oo, cross=self.m_oo)]
         figure = tradeoff_figure(base, old_old=self.m_oo, metric=self.key)
         figure.add_trace(go.Scatter(
-            x=[], y=[], mode="markers", uid="points:trained", name="trained here", text=[],
+            x=[], y=[], mode="markers", uid=trace_uid("points", "trained"), name="trained here", text=[],
             hovertemplate="%{text}<br>cross %{x:.4f}<br>self %{y:.4f}<extra></extra>",
             marker=dict(size=13, symbol="star", color="crimson", line=dict(color="black", width=1)),
         ))
@@ -175,9 +175,9 @@ class TrainingLab:
             self._lock.release()
 
     def _show(self, record: dict) -> None:
-        from ..plots import pareto_front, sweep_points
+        from ..plots import pareto_front, sweep_points, trace_uid
 
-        trained = self.traces["points:trained"]
+        trained = self.traces[trace_uid("points", "trained")]
         points = self._points + sweep_points(self.records, metric=self.key)
         front = sorted(pareto_front(points), key=lambda i: points[i]["cross"])
         with self.tradeoff.batch_update():
