@@ -78,6 +78,9 @@ class MethodConfig:
     to the nearest old neighbour (off by default).
     ``update_every=None`` refreshes the perturbation once per epoch; an integer
     refreshes it every that many optimiser steps.
+    ``neighbor_search`` finds the old-space neighbour lists of NDPP/ODPP (searched once
+    per run): ``"exact"``, or ``"ivf"``, an approximate faiss inverted-file search for
+    tens of thousands of classes (see ``docs/performance.md`` for its recall).
     """
 
     name: str = "ndpp"
@@ -95,6 +98,7 @@ class MethodConfig:
     comp_scale: float = 30.0
     comp_margin: float = 0.2
     tau: float = 0.01
+    neighbor_search: Literal["exact", "ivf"] = "exact"
 
     def __post_init__(self) -> None:
         from .methods import list_methods  # local: methods imports this module
@@ -112,6 +116,7 @@ class MethodConfig:
             raise ValueError(f"MethodConfig.ema_momentum must be in [0, 1), got {self.ema_momentum!r}")
         _choice(self, "new_prototypes", ("ema", "classifier"))
         _choice(self, "eps_mode", ("absolute", "relative"))
+        _choice(self, "neighbor_search", ("exact", "ivf"))
         if self.update_every is not None:
             _positive_int(self, "update_every")
         if self.tau == 0:

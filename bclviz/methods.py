@@ -147,7 +147,8 @@ class _Perturbing(Proto):
     def neighbors(self, old_protos: torch.Tensor, k: int) -> torch.Tensor:
         cached = self._neighbor_cache
         if cached is None or cached[1].shape[1] < k or not torch.equal(cached[0], old_protos):
-            self._neighbor_cache = cached = (old_protos.clone(), old_neighbors(old_protos, k))
+            self._neighbor_cache = cached = (
+                old_protos.clone(), old_neighbors(old_protos, k, search=self.cfg.neighbor_search))
         return cached[1]
 
 

@@ -70,15 +70,24 @@ def check_prototypes(old_protos, new_protos=None, *, k: int | None = None):
     return tuple(out)
 
 
-def old_neighbors(old_protos, k: int) -> torch.Tensor:
+NeighborSearch = Literal["exact", "ivf"]
+
+
+def old_neighbors(old_protos, k: int, *, search: NeighborSearch = "exact") -> torch.Tensor:
     """Old-space neighbour lists ``N_k(c)`` (C, k) int64, most similar first.
 
     What :func:`ndpp` and :func:`odpp` search for internally; pass the result as their
     ``neighbors=`` argument to reuse it while ``old_protos`` stays the same (a list for
     a larger k also serves every smaller k: its first k columns).
+
+    ``search="ivf"`` finds them approximately with a faiss inverted-file index
+    (:func:`bclviz.neighbors.class_neighbors`), for class counts where the exact
+    O(C^2 d) search takes tens of seconds (GLDv2: C = 81,313).
     """
     (p_o,) = check_prototypes(old_protos, k=k)
-    return class_neighbors(p_o, k)
+    if search not in ("exact", "ivf"):
+        raise ValueError(f"search must be 'exact' or 'ivf', got {search!r}")
+    return class_neighbors(p_o, k, backend="ivf" if search == "ivf" else "auto")
 
 
 def _neighbor_lists(p_o: torch.Tensor, k: int, neighbors) -> torch.Tensor:

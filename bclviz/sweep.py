@@ -30,6 +30,9 @@ BASELINES = ("proto", "bct", "l2", "lce", "hot_refresh", "independent")
 _PERTURBING = ("ndpp", "odpp")
 _RECORD_KEYS = ("label", "method", "settings", "self", "cross", "compatible", "seconds")  # one seed's record
 _CACHE_VERSION = 1
+#: MethodConfig fields added after cache version 1, left out of the key at their
+#: default so that records cached before they existed stay valid.
+_ADDED_METHOD_FIELDS = {"neighbor_search": "exact"}
 
 
 def _as_tuple(values, name: str) -> tuple:
@@ -85,6 +88,8 @@ def setting_label(method: MethodConfig) -> str:
         parts.append(f"k={method.k}")
     if method.name == "odpp":
         parts.append(f"gamma={method.gamma:g}")
+    if method.neighbor_search != "exact":
+        parts.append(f"knn={method.neighbor_search}")
     return " ".join(parts)
 
 
@@ -113,13 +118,17 @@ def cache_key(data, cfg: ExperimentConfig, method: MethodConfig, replicate: int 
     experiment = dataclasses.asdict(cfg)
     for name in ("methods", "seeds", "reference"):
         experiment.pop(name)
+    method_fields = dataclasses.asdict(method)
+    for name, default in _ADDED_METHOD_FIELDS.items():
+        if method_fields[name] == default:
+            del method_fields[name]
     payload = {
         "replicate": replicate,
         "version": _CACHE_VERSION,
         "dataset": data.name,
         "data_info": data.info,
         "experiment": experiment,
-        "method": dataclasses.asdict(method),
+        "method": method_fields,
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_jsonable)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

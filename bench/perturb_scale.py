@@ -94,7 +94,14 @@ def _functions(k: int | None):
         "odpp": lambda po, pn: perturb.odpp(po, pn, eps=DEFAULTS.eps, k=k_odpp, steps=DEFAULTS.odpp_steps,
                                             gamma=DEFAULTS.gamma, lr=DEFAULTS.odpp_lr),
         "dense": lambda po, pn: dense_ndpp(po, pn, eps=DEFAULTS.eps, k=k_ndpp),
+        # the same calls with the approximate (faiss IVF) old-neighbour search
+        "ndpp_ivf": lambda po, pn: perturb.ndpp(po, pn, eps=DEFAULTS.eps, k=k_ndpp,
+                                                neighbors=perturb.old_neighbors(po, k_ndpp, search="ivf")),
+        "odpp_ivf": lambda po, pn: perturb.odpp(po, pn, eps=DEFAULTS.eps, k=k_odpp, steps=DEFAULTS.odpp_steps,
+                                                gamma=DEFAULTS.gamma, lr=DEFAULTS.odpp_lr,
+                                                neighbors=perturb.old_neighbors(po, k_odpp, search="ivf")),
     }
+CHILDREN = ("ndpp", "odpp", "dense", "ndpp_ivf", "odpp_ivf")
 
 
 def child(args) -> dict:
@@ -131,7 +138,34 @@ def child(args) -> dict:
     perturb.class_neighbors = original
     if args.save:
         np.save(args.save, out["delta"].numpy())
+        if knn["cache"]:
+            np.save(args.save.replace(".npy", "_knn.npy"), knn["cache"][max(knn["cache"])].numpy())
     return result
+
+
+def _compare_ivf(result: dict, saved: dict, name: str, k: int, *, cluster_size: int, seed: int) -> None:
+    """Recall@k of the IVF neighbour lists against the exact ones, and how far the
+    perturbation computed from them is from the exact-search one."""
+    exact_knn = np.load(saved[name].replace(".npy", "_knn.npy"))[:, :k]
+    ivf_knn = np.load(saved[f"{name}_ivf"].replace(".npy", "_knn.npy"))[:, :k]
+    hits = sum(len(set(a) & set(b)) for a, b in zip(exact_knn.tolist(), ivf_knn.tolist()))
+    result[f"{name}_ivf_recall_at_k"] = round(hits / exact_knn.size, 4)
+    a, b = np.load(saved[name]), np.load(saved[f"{name}_ivf"])
+    err = np.linalg.norm(a - b, axis=1) / np.maximum(np.linalg.norm(a, axis=1), 1e-12)
+    result[f"{name}_ivf_rows_differing"] = int((np.abs(a - b).max(axis=1) > 1e-5).sum())
+    result[f"{name}_ivf_delta_rel_err_p99"] = round(float(np.quantile(err, 0.99)), 4)
+    result[f"{name}_ivf_delta_rel_err_mean"] = round(float(err.mean()), 5)
+    if name == "odpp":
+        # ODPP's Adam steps amplify small gradient differences, so its deltas differ
+        # row by row; what matters is the objective each reaches (on the exact lists)
+        p_o, p_n = make_prototypes(result["classes"], result["dim"], cluster_size=cluster_size, seed=seed)
+        nbr = torch.from_numpy(np.load(saved[name].replace(".npy", "_knn.npy"))).long()
+        obj = {key: perturb.odpp_objective(p_o, p_n, torch.from_numpy(np.load(saved[key])), k=k,
+                                           gamma=DEFAULTS.gamma, neighbors=nbr) for key in (name, f"{name}_ivf")}
+        start = perturb.odpp_objective(p_o, p_n, torch.zeros_like(p_o), k=k, gamma=DEFAULTS.gamma, neighbors=nbr)
+        result["odpp_objective_start"] = round(start, 6)
+        result["odpp_objective"] = round(obj[name], 6)
+        result["odpp_ivf_objective"] = round(obj[f"{name}_ivf"], 6)
 
 
 def main(argv=None) -> dict:
@@ -145,8 +179,8 @@ def main(argv=None) -> dict:
                         help="largest C for the dense reference (2 C^2 float32 similarities)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch/faiss threads in the children (default: the libraries' choice)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["ndpp", "odpp", "dense"])
-    parser.add_argument("--child", choices=["ndpp", "odpp", "dense"], help=argparse.SUPPRESS)
+    parser.add_argument("--skip", nargs="*", default=[], choices=list(CHILDREN))
+    parser.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--save", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     set_threads(args.threads)
@@ -166,7 +200,7 @@ def main(argv=None) -> dict:
     run_dense = args.classes <= args.dense_max and "dense" not in args.skip
     with tempfile.TemporaryDirectory() as tmp:
         saved = {}
-        for name in ("ndpp", "odpp", "dense"):
+        for name in CHILDREN:
             if name in args.skip or (name == "dense" and not run_dense):
                 continue
             saved[name] = str(Path(tmp) / f"{name}.npy")
@@ -183,6 +217,8 @@ def main(argv=None) -> dict:
             result["speedup_vs_dense"] = round(result["dense_ndpp_seconds"] / result["ndpp_seconds"], 2)
             result["speedup_vs_dense_cached_knn"] = round(
                 result["dense_ndpp_seconds"] / result["ndpp_cached_knn_seconds"], 2)
+            if "ndpp_ivf" in saved:
+                result["speedup_vs_dense_ivf"] = round(result["dense_ndpp_seconds"] / result["ndpp_ivf_seconds"], 2)
             a, b = np.load(saved["ndpp"]), np.load(saved["dense"])
             result["max_abs_diff_vs_dense"] = float(np.abs(a - b).max())
             differing = np.flatnonzero(np.abs(a - b).max(axis=1) > 1e-5)
@@ -196,6 +232,9 @@ def main(argv=None) -> dict:
                 sims[torch.arange(sims.shape[0]), torch.as_tensor(differing[:100])] = -np.inf
                 top = sims.topk(result["k_ndpp"] + 1, dim=1).values
                 result["kth_neighbour_gap_differing_rows"] = float((top[:, -2] - top[:, -1]).max())
+        for name, k in (("ndpp", result["k_ndpp"]), ("odpp", result["k_odpp"])):
+            if name in saved and f"{name}_ivf" in saved:
+                _compare_ivf(result, saved, name, k, cluster_size=args.cluster_size, seed=args.seed)
         if "ndpp" in saved:
             d = np.load(saved["ndpp"])
             norms = np.linalg.norm(d, axis=1)

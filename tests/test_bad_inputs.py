@@ -254,6 +254,7 @@ CASES = [
     pytest.param(lambda e: MethodConfig(name="ndppp"), ValueError, r"MethodConfig.name must be one of .*got 'ndppp'", id="methodconfig-unknown-method"),
     pytest.param(lambda e: MethodConfig(eps=-0.2), ValueError, r"MethodConfig.eps must be a finite number >= 0, got -0.2", id="methodconfig-eps-negative"),
     pytest.param(lambda e: MethodConfig(k=0), ValueError, r"MethodConfig.k must be a positive integer, got 0", id="methodconfig-k-zero"),
+    pytest.param(lambda e: MethodConfig(neighbor_search="hnsw"), ValueError, r"MethodConfig.neighbor_search must be one of .*got 'hnsw'", id="methodconfig-unknown-neighbor-search"),
     pytest.param(lambda e: ExperimentConfig(old_model=ModelSpec(dim=8), new_model=ModelSpec(dim=16)), ValueError, r"old and new embedding dimensions differ \(8 vs 16\)", id="experiment-dims-differ"),
     pytest.param(lambda e: ExperimentConfig(methods=(MethodConfig(), MethodConfig())), ValueError, r"methods must have distinct names", id="experiment-duplicate-methods"),
     pytest.param(

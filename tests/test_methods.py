@@ -47,3 +47,24 @@ def test_method_trains_and_is_deterministic(name, tiny_toy, tiny_old):
     assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("search", ["exact", "ivf"])
+def test_perturbing_methods_search_neighbours_once_as_configured(search, monkeypatch):
+    import bclviz.methods as methods
+
+    calls = []
+    real = methods.old_neighbors
+
+    def spy(protos, k, *, search):
+        calls.append(search)
+        return real(protos, k, search=search)
+
+    monkeypatch.setattr(methods, "old_neighbors", spy)
+    g = torch.Generator().manual_seed(0)
+    p_o, p_n = torch.randn(12, 4, generator=g), torch.randn(12, 4, generator=g)
+    for name in ("ndpp", "odpp"):
+        method = create_method(MethodConfig(name=name, neighbor_search=search))
+        first = method.perturb(p_o, p_n, None)
+        assert torch.equal(method.perturb(p_o, p_n, None), first)
+    assert calls == [search, search]  # once per method object, reused by the refresh

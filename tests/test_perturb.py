@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bclviz.neighbors import class_neighbors
-from bclviz.perturb import ndpp, odpp, odpp_objective, pseudo_old
+from bclviz.neighbors import class_neighbors, ivf_cells
+from bclviz.perturb import ndpp, odpp, odpp_objective, old_neighbors, pseudo_old
 from bclviz.proxies import crowding
 
 
@@ -154,6 +154,52 @@ def test_neighbor_backends_agree_and_exclude_self():
     assert torch.equal(a, b)
     assert not (a == torch.arange(300).unsqueeze(1)).any()
     assert torch.equal(a[5], torch.tensor(naive_neighbors(P_o, 5, 7)))
+
+
+def clustered_protos(C, d, cluster, seed):
+    """Unit rows in clusters of ``cluster`` siblings (the crowding NDPP is for)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = unit(torch.randn(C // cluster + 1, d, generator=g, dtype=torch.float64))
+    assign = torch.randperm(C, generator=g) % centres.shape[0]
+    return unit(centres[assign] + 0.35 / d**0.5 * torch.randn(C, d, generator=g, dtype=torch.float64)).float()
+
+
+def test_ivf_cells():
+    assert [ivf_cells(n) for n in (1, 38, 39, 100, 4000, 81313)] == [1, 1, 1, 2, 102, 1141]
+
+
+def test_ivf_search_recall_and_determinism():
+    P = clustered_protos(6000, 32, 6, 0)
+    exact = class_neighbors(P, 5, backend="torch")
+    approx = class_neighbors(P, 5, backend="ivf")
+    assert approx.shape == (6000, 5) and not (approx == torch.arange(6000).unsqueeze(1)).any()
+    assert all(len(set(r.tolist())) == 5 for r in approx)
+    recall = np.mean([len(set(a.tolist()) & set(e.tolist())) / 5 for a, e in zip(approx, exact)])
+    assert recall > 0.95, recall
+    # most similar first
+    sims = (P.unsqueeze(1) * P[approx]).sum(-1)
+    assert (sims[:, :-1] >= sims[:, 1:] - 1e-6).all()
+    assert torch.equal(approx, class_neighbors(P, 5, backend="ivf"))  # seeded
+    # scanning every cell makes it exact
+    full = class_neighbors(P, 5, backend="ivf", nprobe=ivf_cells(6000))
+    assert (full == exact).float().mean() > 0.999  # ties aside
+
+
+def test_ivf_search_of_few_classes_is_exact():
+    P_o, _ = random_protos(30, 8, 3)
+    assert torch.equal(old_neighbors(P_o, 4, search="ivf"), old_neighbors(P_o, 4))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(backend="annoy"), "backend must be one of"),
+    (dict(backend="ivf", nprobe=0), "nprobe must be an integer >= 1"),
+    (dict(backend="ivf", nprobe=2.0), "nprobe must be an integer >= 1"),
+])
+def test_neighbor_search_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        class_neighbors(unit(torch.randn(10, 3)).float(), 2, **kwargs)
+    with pytest.raises(ValueError, match="search must be 'exact' or 'ivf'"):
+        old_neighbors(unit(torch.randn(10, 3)), 2, search="hnsw")
 
 
 def test_neighbors_of_duplicates_are_each_other():

@@ -178,6 +178,9 @@ def test_cache_key_depends_on_everything_but_methods(tiny):
     assert key != cache_key(res.data, cfg, MethodConfig(name="ndpp", eps=0.3))
     assert key != cache_key(res.data, dataclasses.replace(cfg, seed=1), m)
     assert key != cache_key(res.data, dataclasses.replace(cfg, new_train=TrainConfig(epochs=3)), m)
+    ivf = MethodConfig(name="ndpp", eps=0.2, neighbor_search="ivf")
+    assert key != cache_key(res.data, cfg, ivf)
+    assert setting_label(ivf) == "ndpp eps=0.2 knn=ivf" and setting_label(m) == "ndpp eps=0.2"
 
 
 def test_export_config(tiny, tmp_path):
