@@ -25,7 +25,7 @@ lab: $(STAMP)
 		--ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.open_browser=False
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(NOTEBOOKS) --nbval -p no:cacheprovider -q
+	$(PY) -m pytest tests $(NOTEBOOKS) --nbval -p no:cacheprovider -q --durations=15
 
 demo: $(STAMP)
 	$(VENV)/bin/bclviz demo --dataset toy --out out/demo
