@@ -34,11 +34,17 @@ def ivf_cells(n: int) -> int:
     return max(1, min(round(4 * n**0.5), n // 39))
 
 
-def _faiss_search(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    import faiss  # heavy optional import, kept local
+def _float32_rows(x: torch.Tensor):
+    """``x`` as a C-contiguous float32 numpy array (what faiss takes)."""
     import numpy as np
 
-    xs = np.ascontiguousarray(x.detach().cpu().numpy().astype(np.float32, copy=False))
+    return np.ascontiguousarray(x.detach().cpu().numpy().astype(np.float32, copy=False))
+
+
+def _faiss_search(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import faiss  # heavy optional import, kept local
+
+    xs = _float32_rows(x)
     index = faiss.IndexFlatIP(xs.shape[1])
     index.add(xs)
     sims, idx = index.search(xs, k)
@@ -47,9 +53,8 @@ def _faiss_search(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _ivf_search(x: torch.Tensor, k: int, nprobe: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     import faiss
-    import numpy as np
 
-    xs = np.ascontiguousarray(x.detach().cpu().numpy().astype(np.float32, copy=False))
+    xs = _float32_rows(x)
     n, d = xs.shape
     nlist = ivf_cells(n)
     quantizer = faiss.IndexFlatIP(d)
