@@ -32,13 +32,13 @@ def _meta_path(path: Path) -> Path:
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, dict], meta: dict) -> Path:
     """Write ``tensors`` (name -> state_dict) to ``path`` and ``meta`` to ``path + '.json'``.
 
-    Both writes are atomic; the JSON is written last so that a checkpoint without its
-    metadata is never mistaken for a complete one.
+    Both writes are atomic. The metadata is stored inside the ``.pt`` as well, so the
+    ``.pt`` alone is a whole checkpoint (what :func:`load_checkpoint` reads); the
+    ``.json`` beside it is a readable copy.
     """
     path = Path(path)
     payload = {"format": FORMAT, **meta}
-    # The metadata travels inside the .pt too: one atomic file is the whole checkpoint,
-    # and the .json beside it is a readable copy (a kill between the two writes is harmless).
+    # A kill between the two writes leaves a whole .pt and a stale readable copy: harmless.
     atomic_write(path, lambda tmp: torch.save({_TENSORS: tensors, _META: json.dumps(payload)}, tmp))
     write_json(_meta_path(path), payload)
     return path

@@ -13,7 +13,9 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .experiment import DEMO_DATASETS
+    from .data.registry import list_datasets
+
+    DEMO_DATASETS = list_datasets("demo")
 
     parser = argparse.ArgumentParser(prog="bclviz", description="Backward-compatible learning toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,7 +72,8 @@ def _format_table(results: dict) -> str:
 
 
 def _demo(args) -> int:
-    from .experiment import default_experiment, run_experiment
+    from .config import default_experiment
+    from .experiment import run_experiment
     from .io import write_json
 
     if args.seed < 0:
@@ -112,7 +115,10 @@ def _run(args) -> int:
 
                 dist.destroy_process_group()
         return 0
-    out = run_evaluation(run_cfg) if args.command == "evaluate" else {"features": str(extract_features(run_cfg))}
+    if args.command == "evaluate":
+        out = run_evaluation(run_cfg, config_file=str(args.config))
+    else:
+        out = {"features": str(extract_features(run_cfg, config_file=str(args.config)))}
     print(json.dumps(out, indent=2))
     return 0
 

@@ -1,13 +1,23 @@
-"""Frozen, validated configuration dataclasses shared by notebooks, CLI and trainer."""
+"""Frozen, validated configuration dataclasses shared by notebooks, CLI, sweeps and trainer.
+
+:class:`ExperimentConfig` is the one experiment description: data, old and new models,
+their training, the methods, the seeds and (for a run) the output folder. A *run
+config* is an experiment config with exactly one method (:func:`run_config`); YAML
+files round-trip through :mod:`bclviz.runconfig`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-__all__ = ["TrainConfig", "MethodConfig", "config_to_dict", "config_from_dict"]
+__all__ = [
+    "TrainConfig", "MethodConfig", "ModelSpec", "ExperimentConfig", "run_config", "default_output_dir",
+    "default_experiment", "config_to_dict", "config_from_dict",
+]
 
 HeadKind = Literal["cosface", "arcface"]
 PrototypeSource = Literal["ema", "classifier"]
@@ -101,7 +111,7 @@ class MethodConfig:
     neighbor_search: Literal["exact", "ivf"] = "exact"
 
     def __post_init__(self) -> None:
-        from .methods import list_methods  # local: methods imports this module
+        from .methods import list_methods  # local: the registry module imports torch
 
         if self.name not in list_methods():
             raise ValueError(f"MethodConfig.name must be one of {list_methods()}, got {self.name!r}")
@@ -121,6 +131,157 @@ class MethodConfig:
             _positive_int(self, "update_every")
         if self.tau == 0:
             raise ValueError("MethodConfig.tau must be > 0, got 0")
+
+
+def _integer(obj, name: str, low: int) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ValueError(f"{type(obj).__name__}.{name} must be an integer >= {low}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model name (:func:`bclviz.models.list_models`), its dimension and options."""
+
+    name: str = "mlp"
+    dim: int = 16
+    options: dict = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        """Raise ``ValueError`` naming ``where`` (e.g. ``ExperimentConfig.old_model``) for a bad spec."""
+        from .models import list_models
+
+        if self.name not in list_models():
+            raise ValueError(f"{where}.name must be one of {list_models()}, got {self.name!r}")
+        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
+            raise ValueError(f"{where}.dim must be a positive integer, got {self.dim!r}")
+        if not isinstance(self.options, dict):
+            raise ValueError(f"{where}.options must be a mapping, got {self.options!r}")
+
+
+def default_output_dir(dataset: str, method: str) -> str:
+    """``runs/<dataset>-<method>``: where a run writes unless told otherwise."""
+    return f"runs/{dataset}-{method}"
+
+
+def _all_methods() -> tuple[MethodConfig, ...]:
+    from .methods import list_methods
+
+    return tuple(MethodConfig(name=m) for m in list_methods() if m != "independent")
+
+
+_SECTIONS = {"old_model": ModelSpec, "new_model": ModelSpec, "old_train": TrainConfig, "new_train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one backward-compatible update (see :func:`default_experiment`).
+
+    ``seed`` fixes the data split and the old model. Every new model is trained
+    ``seeds`` times with initialisation/shuffling seeds ``seed + 1 + r`` for replicate
+    ``r = 0 .. seeds - 1``; results report the mean, a 95% Student-t interval, every
+    per-seed value, and differences to ``reference`` paired by seed (``docs/metrics.md``).
+
+    A *run config* (``bclviz train``) is an experiment config with exactly one method,
+    :attr:`method`; it writes to ``output_dir`` (:attr:`run_dir`; empty means
+    :func:`default_output_dir`). ``k`` is the mAP@k cut-off; a dataset may name another
+    headline metric (``BCLData.headline``, e.g. In-shop's R@1).
+    """
+
+    dataset: str = "toy"
+    seed: int = 0
+    data_options: dict = field(default_factory=dict)
+    old_model: ModelSpec = ModelSpec(options={"hidden": 64})
+    new_model: ModelSpec = ModelSpec(options={"hidden": 128})
+    old_train: TrainConfig = TrainConfig(epochs=8)
+    new_train: TrainConfig = TrainConfig(epochs=8)
+    methods: tuple[MethodConfig, ...] = field(default_factory=_all_methods)
+    k: int = 100
+    seeds: int = 1
+    reference: str = "proto"
+    output_dir: str = ""
+
+    def __post_init__(self) -> None:
+        from .data.registry import list_datasets
+
+        name = type(self).__name__
+        if self.dataset not in list_datasets():
+            raise ValueError(f"{name}.dataset must be one of {list_datasets()}, got {self.dataset!r}")
+        _integer(self, "seed", 0)
+        _integer(self, "k", 1)
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"{name}.seeds must be a positive integer, got {self.seeds!r}")
+        if not isinstance(self.data_options, dict):
+            raise ValueError(f"{name}.data_options must be a mapping, got {self.data_options!r}")
+        for section, cls in _SECTIONS.items():
+            value = getattr(self, section)
+            if not isinstance(value, cls):
+                raise ValueError(f"{name}.{section} must be a {cls.__name__}, got {value!r}")
+        self.old_model.validate(f"{name}.old_model")
+        self.new_model.validate(f"{name}.new_model")
+        if self.old_model.dim != self.new_model.dim:
+            raise ValueError(
+                f"old and new embedding dimensions differ ({self.old_model.dim} vs {self.new_model.dim})"
+            )
+        if isinstance(self.methods, list):
+            object.__setattr__(self, "methods", tuple(self.methods))
+        bad = [m for m in self.methods if not isinstance(m, MethodConfig)] if isinstance(self.methods, tuple) else [self.methods]
+        if bad:
+            raise ValueError(f"{name}.methods must hold MethodConfig objects, e.g. MethodConfig(name='ndpp'); got {bad!r}")
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"methods must have distinct names, got {names}")
+        if not isinstance(self.reference, str):
+            raise ValueError(f"{name}.reference must be a method name, got {self.reference!r}")
+        if not isinstance(self.output_dir, str):
+            raise ValueError(f"{name}.output_dir must be a string, got {self.output_dir!r}")
+
+    @property
+    def method(self) -> MethodConfig:
+        """The method of a run config; ``ValueError`` unless there is exactly one."""
+        if len(self.methods) != 1:
+            raise ValueError(
+                f"a run config has exactly one method; this experiment has {len(self.methods)} "
+                f"({[m.name for m in self.methods]}); pick one with cfg.run(method)"
+            )
+        return self.methods[0]
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the run of :attr:`method` writes: ``output_dir``, else :func:`default_output_dir`."""
+        return Path(self.output_dir or default_output_dir(self.dataset, self.method.name))
+
+    def run(self, method: MethodConfig | None = None, *, output_dir: str = "") -> "ExperimentConfig":
+        """The run config of ``method`` (default: the only method) within this experiment."""
+        method = self.method if method is None else method
+        return dataclasses.replace(self, methods=(method,), output_dir=output_dir or default_output_dir(self.dataset, method.name))
+
+
+def run_config(*, method: MethodConfig = MethodConfig(), output_dir: str = "", **fields) -> ExperimentConfig:
+    """A run config: an :class:`ExperimentConfig` with the one method ``method``.
+
+    ``output_dir=""`` fills in :func:`default_output_dir` of the dataset and the method.
+    """
+    if "methods" in fields:
+        raise ValueError("a run config takes method=MethodConfig(...), not methods=")
+    return ExperimentConfig(**fields, methods=(method,)).run(output_dir=output_dir)
+
+
+def default_experiment(dataset: str = "toy", *, seed: int = 0, **overrides) -> ExperimentConfig:
+    """The dataset's default experiment (declared in its registry entry,
+    :func:`bclviz.data.registry.get_dataset`); ``overrides`` replace top-level fields."""
+    from .data.registry import get_dataset, list_datasets
+
+    demo = list_datasets("demo")
+    spec = get_dataset(dataset) if dataset in list_datasets() else None
+    if spec is None or spec.experiment is None:
+        raise ValueError(
+            f"no default experiment for dataset {dataset!r}; choose one of {demo}, "
+            "or write a run config for `bclviz train` (docs/full_runs.md)"
+        )
+    sections = {key: config_from_dict(_SECTIONS[key], value) if key in _SECTIONS else value
+                for key, value in spec.experiment.items()}
+    return dataclasses.replace(ExperimentConfig(dataset=dataset, seed=seed, **sections), **overrides)
 
 
 def config_to_dict(cfg) -> dict:

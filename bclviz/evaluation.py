@@ -19,6 +19,7 @@ from bclviz._validate import as_features, as_labels, check_positive_int
 __all__ = [
     "Backend",
     "evaluate",
+    "evaluate_relevance",
     "is_compatible",
     "update_gain",
     "compatibility_gain",
@@ -185,6 +186,43 @@ def evaluate(
     return _evaluate_arrays(
         q, ql, g, gl, k=k, recall_at=recall_at, exclude_self=exclude_self, backend=backend
     )
+
+
+def evaluate_relevance(
+    query,
+    gallery,
+    relevant,
+    *,
+    k: int = 100,
+    recall_at: tuple[int, ...] = (1, 5, 10),
+    backend: Backend = "faiss",
+) -> dict[str, float]:
+    """Retrieval scores when relevance is given per query, not by labels (GLDv2).
+
+    Parameters
+    ----------
+    query, gallery : array, shapes (n_q, d) and (n_g, d)
+    relevant : sequence of n_q int arrays
+        The gallery positions relevant to each query.
+    k, recall_at, backend : as in :func:`evaluate`.
+
+    Returns
+    -------
+    dict with ``mAP@k`` (the official GLDv2 definition,
+    :func:`bclviz.data.gldv2.map_at_k_relevance`), ``R@r`` (a relevant item among the
+    top r) and ``n_queries``.
+    """
+    from .data.gldv2 import map_at_k_relevance
+
+    k, recall_at = _check_options(k, recall_at, backend)
+    q, g = _unit_rows(query, "query"), _unit_rows(gallery, "gallery")
+    _check_pair(q, g, "query", "gallery", False)
+    if len(relevant) != q.shape[0]:
+        raise ValueError(f"relevant has {len(relevant)} entries but there are {q.shape[0]} queries")
+    idx = _knn(q, g, min(max(k, *recall_at), g.shape[0]), backend)
+    hits = np.stack([np.isin(row, rel) for row, rel in zip(idx, relevant)])
+    recall = {f"R@{r}": float(hits[:, :r].any(axis=1).mean()) for r in recall_at}
+    return {f"mAP@{k}": map_at_k_relevance(idx, relevant, k=k), **recall, "n_queries": len(relevant)}
 
 
 def is_compatible(cross: float, old: float) -> bool:

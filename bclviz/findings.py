@@ -5,7 +5,8 @@ grid in both budget modes, each over several seeds (data split and old model fix
 compared with a reference method (default ``proto``) paired by seed. The paragraph per
 dataset is written from the verdicts, so the document says where perturbation helps,
 where it hurts and where the difference is within the seed noise. Every (setting, seed)
-is cached under ``cache_root/<dataset>``, so an interrupted run resumes.
+is cached under ``cache_root/<dataset>`` (default ``findings/`` under the cache root,
+:mod:`bclviz.cache`), so an interrupted run resumes from any working directory.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .config import MethodConfig
-from .experiment import default_experiment, paired_comparison, run_experiment
+from .cache import cache_dir
+from .config import MethodConfig, default_experiment
+from .experiment import run_experiment
 from .io import write_text
+from .methods import perturbing_methods
+from .stats import paired_comparison
 from .sweep import run_sweep, setting_label
 
 __all__ = ["findings_grid", "dataset_findings", "findings_markdown", "generate_findings"]
@@ -26,10 +30,12 @@ BASELINES = ("independent", "l2", "bct", "proto", "lce", "hot_refresh")
 
 
 def findings_grid(eps: Sequence[float] = (0.2, 0.4, 0.8)) -> list[MethodConfig]:
-    """Baselines and NDPP/ODPP at defaults, then NDPP/ODPP over ``eps`` in both budget modes."""
-    grid = [MethodConfig(name=m) for m in BASELINES] + [MethodConfig(name="ndpp"), MethodConfig(name="odpp")]
+    """Baselines and the perturbing methods (NDPP, ODPP) at defaults, then each perturbing
+    method over ``eps`` in both budget modes."""
+    perturbing = perturbing_methods()
+    grid = [MethodConfig(name=m) for m in BASELINES] + [MethodConfig(name=m) for m in perturbing]
     for mode in ("absolute", "relative"):
-        for name in ("ndpp", "odpp"):
+        for name in perturbing:
             for e in eps:
                 m = MethodConfig(name=name, eps=e, eps_mode=mode)
                 if m not in grid:
@@ -43,15 +49,16 @@ def _label(m: MethodConfig) -> str:
 
 
 def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = (0.2, 0.4, 0.8),
-                     reference: str = "proto", cache_root: str | Path = "data/findings",
+                     reference: str = "proto", cache_root: str | Path | None = None,
                      overrides: dict | None = None, progress: bool = True) -> dict:
     """Train and evaluate the findings grid on one dataset; return its summary dict."""
     cfg = default_experiment(dataset, seeds=seeds, methods=(), reference=reference, **(overrides or {}))
     t0 = time.perf_counter()
     base = run_experiment(dataclasses.replace(cfg, seeds=1), progress=progress)
     grid = findings_grid(eps)
-    records = run_sweep(base.data, base.old, cfg, grid, cache_dir=Path(cache_root) / dataset, progress=progress)
-    key = f"mAP@{cfg.k}"
+    root = cache_dir("findings") if cache_root is None else Path(cache_root)
+    records = run_sweep(base.data, base.old, cfg, grid, cache_dir=root / dataset, progress=progress)
+    key = base.results["headline"]
     ref = next(r for r, m in zip(records, grid) if m == MethodConfig(name=reference))
     rows = []
     for rec, m in zip(records, grid):
@@ -60,7 +67,7 @@ def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = (0.
         if m != MethodConfig(name=reference):
             row["vs"] = paired_comparison(rec["per_seed"], ref["per_seed"], key)
         rows.append(row)
-    return {"dataset": dataset, "seeds": seeds, "k": cfg.k, "reference": reference,
+    return {"dataset": dataset, "seeds": seeds, "k": cfg.k, "headline": key, "reference": reference,
             "old_old": base.results["old"]["self"][key], "rows": rows,
             "num_classes": base.data.num_classes, "minutes": (time.perf_counter() - t0) / 60}
 
@@ -71,13 +78,14 @@ def _pm(mean, half):
 
 def _paragraph(f: dict) -> str:
     ref = f["reference"]
-    perturb = [r for r in f["rows"] if r["method"] in ("ndpp", "odpp")]
+    perturbing = perturbing_methods()
+    perturb = [r for r in f["rows"] if r["method"] in perturbing]
     better = [r["label"] for r in perturb if r["vs"]["self"]["verdict"] == "better"]
     worse = [r["label"] for r in perturb if r["vs"]["self"]["verdict"] == "worse"]
     cross_worse = [r["label"] for r in perturb if r["vs"]["cross"]["verdict"] == "worse"]
     incompatible = [r["label"] for r in f["rows"] if not r["compatible"] and r["method"] != "independent"]
     parts = [f"On {f['dataset']} ({f['num_classes']} classes, {f['seeds']} seeds, M(old, old) = {f['old_old']:.3f}), "
-             f"{len(better)} of {len(perturb)} NDPP/ODPP settings have a self-test mAP@{f['k']} clearly above "
+             f"{len(better)} of {len(perturb)} NDPP/ODPP settings have a self-test {f.get('headline', 'mAP@' + str(f['k']))} clearly above "
              f"{ref} (paired 95% interval above zero)" + (f": {', '.join(better)}" if better else "") + "; "
              f"{len(worse)} are clearly below" + (f" ({', '.join(worse)})" if worse else "") + "; the rest are "
              "within the seed noise."]
@@ -113,7 +121,7 @@ def findings_markdown(all_findings: Sequence[dict], *, command: str) -> str:
 
 
 def generate_findings(datasets: Sequence[str], *, out: str | Path = "docs/findings.md", seeds: int = 5,
-                      eps: Sequence[float] = (0.2, 0.4, 0.8), cache_root: str | Path = "data/findings",
+                      eps: Sequence[float] = (0.2, 0.4, 0.8), cache_root: str | Path | None = None,
                       progress: bool = True, command: str | None = None) -> Path:
     """Run :func:`dataset_findings` for every dataset and write the markdown atomically."""
     found = [dataset_findings(d, seeds=seeds, eps=eps, cache_root=cache_root, progress=progress) for d in datasets]

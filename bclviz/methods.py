@@ -4,11 +4,18 @@ A method contributes a compatibility term to the new model's loss and, for the
 prototype-perturbation methods, a rule to refresh the perturbation. Adding a method is
 one small class decorated with :func:`register_method`; the trainer never branches on
 method names, and ``tests/test_methods.py`` iterates :func:`list_methods`.
+
+Each class answers for itself: ``perturbs`` (whether it builds a pseudo-old space),
+``default_k`` (its neighbour count when ``MethodConfig.k`` is None), ``knobs`` (the
+settings a sweep or the explorer varies) and :meth:`CompatMethod.prepare` (what it
+computes once before training, e.g. LCE's boundaries). Sweeps, plots, the explorer
+and findings ask :func:`perturbing_methods` / :func:`method_class` instead of listing
+names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import torch
@@ -16,7 +23,10 @@ import torch
 from . import losses
 from .perturb import ndpp, odpp, old_neighbors
 
-__all__ = ["CompatContext", "CompatMethod", "register_method", "list_methods", "create_method"]
+__all__ = [
+    "CompatContext", "CompatMethod", "register_method", "list_methods", "create_method",
+    "method_class", "perturbing_methods", "default_k",
+]
 
 _REGISTRY: dict[str, type["CompatMethod"]] = {}
 
@@ -29,16 +39,16 @@ class CompatContext:
     pseudo_old : current pseudo-old prototypes ``Q`` (equal to ``P_o`` when delta = 0).
     old_weights : BCT's old classifier: the old head's rows for old classes and the old
         prototypes for classes the old model never saw.
-    theta : (C,) LCE boundary per class: mean cosine of the class's old features to
-        its old prototype.
     new_weights : the new model's classifier rows (live parameters, with gradient).
+    prepared : what the method's :meth:`CompatMethod.prepare` computed before training
+        (e.g. LCE's ``theta``, its (C,) boundary per class).
     """
 
     old_protos: torch.Tensor
     pseudo_old: torch.Tensor
     old_weights: torch.Tensor
-    theta: torch.Tensor
     new_weights: torch.Tensor
+    prepared: dict = field(default_factory=dict)
 
 
 def register_method(name: str) -> Callable[[type], type]:
@@ -57,11 +67,29 @@ def list_methods() -> list[str]:
     return list(_REGISTRY)
 
 
+def method_class(name: str) -> type["CompatMethod"]:
+    """The registered class of method ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; registered: {list_methods()}")
+    return _REGISTRY[name]
+
+
+def perturbing_methods() -> list[str]:
+    """Names of the methods that align with a perturbed (pseudo-old) space, e.g. NDPP, ODPP."""
+    return [name for name, cls in _REGISTRY.items() if cls.perturbs]
+
+
+def default_k(name: str) -> int:
+    """The neighbour count method ``name`` uses when ``MethodConfig.k`` is None."""
+    cls = method_class(name)
+    if cls.default_k is None:
+        raise ValueError(f"method {name!r} has no neighbour count; perturbing methods: {perturbing_methods()}")
+    return cls.default_k
+
+
 def create_method(cfg) -> "CompatMethod":
     """Instantiate the method named by ``cfg.name`` (a :class:`~bclviz.config.MethodConfig`)."""
-    if cfg.name not in _REGISTRY:
-        raise ValueError(f"unknown method {cfg.name!r}; registered: {list_methods()}")
-    return _REGISTRY[cfg.name](cfg)
+    return method_class(cfg.name)(cfg)
 
 
 class CompatMethod:
@@ -72,9 +100,19 @@ class CompatMethod:
     needs_old_features: ClassVar[bool] = False
     #: whether :meth:`perturb` computes a non-zero delta (the pseudo-old space)
     perturbs: ClassVar[bool] = False
+    #: neighbour count used when ``MethodConfig.k`` is None (perturbing methods)
+    default_k: ClassVar[int | None] = None
+    #: MethodConfig fields a sweep varies and a setting's label shows
+    knobs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
+
+    def prepare(self, old_features: torch.Tensor, labels: torch.Tensor, old_protos: torch.Tensor) -> dict:
+        """Computed once before training from the frozen old model's features (n, d) of
+        the training set, their labels (n,) and the old prototypes (C, d); the result is
+        :attr:`CompatContext.prepared`."""
+        return {}
 
     def loss(self, ctx: CompatContext, f_new, y, f_old) -> torch.Tensor | None:
         return None
@@ -116,8 +154,14 @@ class Proto(CompatMethod):
 
 @register_method("lce")
 class LCE(CompatMethod):
+    def prepare(self, old_features, labels, old_protos):
+        """``theta[c]``: mean cosine of class c's old features to its old prototype."""
+        theta = torch.zeros(old_protos.shape[0], dtype=old_protos.dtype, device=old_protos.device)
+        theta.index_add_(0, labels, (old_features * old_protos[labels]).sum(1))
+        return {"theta": theta / torch.bincount(labels, minlength=old_protos.shape[0]).to(theta)}
+
     def loss(self, ctx, f_new, y, f_old):
-        return losses.lce_loss(f_new, y, ctx.new_weights, ctx.old_protos, ctx.theta)
+        return losses.lce_loss(f_new, y, ctx.new_weights, ctx.old_protos, ctx.prepared["theta"])
 
 
 @register_method("hot_refresh")
@@ -126,11 +170,6 @@ class HotRefresh(CompatMethod):
 
     def loss(self, ctx, f_new, y, f_old):
         return losses.hot_refresh_loss(f_new, f_old, y, tau=self.cfg.tau)
-
-
-def _neighbours(k: int | None, default: int, protos: torch.Tensor) -> int:
-    """The configured k, or the method's default capped at C - 1 for small class counts."""
-    return k if k is not None else min(default, protos.shape[0] - 1)
 
 
 class _Perturbing(Proto):
@@ -144,6 +183,10 @@ class _Perturbing(Proto):
         super().__init__(cfg)
         self._neighbor_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def neighbours(self, num_classes: int) -> int:
+        """The configured k, or :attr:`default_k` capped at C - 1 for small class counts."""
+        return self.cfg.k if self.cfg.k is not None else min(self.default_k, num_classes - 1)
+
     def neighbors(self, old_protos: torch.Tensor, k: int) -> torch.Tensor:
         cached = self._neighbor_cache
         if cached is None or cached[1].shape[1] < k or not torch.equal(cached[0], old_protos):
@@ -156,8 +199,11 @@ class _Perturbing(Proto):
 class NDPP(_Perturbing):
     """Alignment to pseudo-old prototypes perturbed by :func:`bclviz.perturb.ndpp`."""
 
+    default_k = 5
+    knobs = ("eps", "k")
+
     def perturb(self, old_protos, new_protos, previous):
-        k = _neighbours(self.cfg.k, 5, old_protos)
+        k = self.neighbours(old_protos.shape[0])
         return ndpp(old_protos, new_protos, eps=self.cfg.eps, k=k, eps_mode=self.cfg.eps_mode,
                     neighbors=self.neighbors(old_protos, k))
 
@@ -166,8 +212,11 @@ class NDPP(_Perturbing):
 class ODPP(_Perturbing):
     """Alignment to pseudo-old prototypes optimised by :func:`bclviz.perturb.odpp`."""
 
+    default_k = 8
+    knobs = ("eps", "k", "gamma")
+
     def perturb(self, old_protos, new_protos, previous):
-        k = _neighbours(self.cfg.k, 8, old_protos)
+        k = self.neighbours(old_protos.shape[0])
         return odpp(
             old_protos, new_protos, eps=self.cfg.eps, k=k,
             steps=self.cfg.odpp_steps, gamma=self.cfg.gamma, lr=self.cfg.odpp_lr,

@@ -1,12 +1,12 @@
 """Embedding models and a small timm-style registry.
 
 Every model maps a batch of inputs to L2-normalised embeddings of shape ``(n, dim)``
-and exposes ``.dim``. Constructors draw their initial weights from torch's global
-generator and never seed it: call ``torch.manual_seed(seed)`` before building a model
-to make its weights reproducible.
+and exposes ``.dim``. ``create_model(..., seed=s)`` draws the initial weights from a
+private random stream seeded with ``s`` (torch's global generator is saved and restored
+around the construction, so the caller's random state is untouched); without ``seed``
+the weights come from torch's global generator.
 
->>> torch.manual_seed(0)  # doctest: +SKIP
->>> model = create_model("cnn", input_shape=(1, 28, 28), dim=64, width=32)  # doctest: +SKIP
+>>> model = create_model("cnn", input_shape=(1, 28, 28), dim=64, seed=0, width=32)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "register_model",
     "list_models",
     "create_model",
+    "InputView",
 ]
 
 ResNetArch = Literal["resnet18", "resnet50"]
@@ -193,7 +194,7 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, *, input_shape: tuple[int, ...], dim: int, **kwargs) -> nn.Module:
+def create_model(name: str, *, input_shape: tuple[int, ...], dim: int, seed: int | None = None, **kwargs) -> nn.Module:
     """Build a registered model for inputs of shape ``input_shape`` (one sample).
 
     Parameters
@@ -203,6 +204,7 @@ def create_model(name: str, *, input_shape: tuple[int, ...], dim: int, **kwargs)
     input_shape : shape of one input, e.g. ``(64,)`` or ``(1, 28, 28)``; gives
         ``in_dim`` (MLP) or ``in_channels`` and ``input_size`` (CNN, ResNet).
     dim : embedding dimension.
+    seed : seed of the initial weights; ``None`` draws them from torch's global generator.
     **kwargs : passed to the model's constructor (e.g. ``width=64``, ``hidden=256``).
     """
     if name not in _REGISTRY:
@@ -214,7 +216,29 @@ def create_model(name: str, *, input_shape: tuple[int, ...], dim: int, **kwargs)
         raise ValueError(
             f"input_shape must be a non-empty tuple of positive ints, got {input_shape!r}"
         )
-    return _REGISTRY[name](input_shape=tuple(int(s) for s in shape), dim=dim, **kwargs)
+    shape = tuple(int(s) for s in shape)
+    if seed is None:
+        return _REGISTRY[name](input_shape=shape, dim=dim, **kwargs)
+    # Layer constructors initialise from the global generator and take no generator, so
+    # the construction runs on a forked stream seeded with `seed`.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _REGISTRY[name](input_shape=shape, dim=dim, **kwargs)
+
+
+class InputView(nn.Module):
+    """Applies a fixed (D, D) matrix to flattened inputs before ``inner`` (the toy's coarse
+    view: the old model sees a degraded input, ``BCLData.old_view``)."""
+
+    def __init__(self, view: torch.Tensor, inner: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer("view", view.clone())
+        self.inner = inner
+        self.dim = inner.dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return self.inner((x.reshape(shape[0], -1) @ self.view.T).reshape(shape))
 
 
 def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int]:

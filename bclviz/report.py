@@ -91,11 +91,12 @@ def report_html(result, *, projection_method: ProjectionMethod = "auto", method:
         Projection of the three-space figure; ``"pca"`` is fastest.
     method : str, optional
         Method shown in the three-space figure; default
-        :func:`bclviz.plots.preferred_method` (``ndpp``, else ``odpp``, ...).
+        :func:`bclviz.views.preferred_method` (``ndpp``, else ``odpp``, ...).
     """
     from plotly.offline import get_plotlyjs
 
-    from .plots import preferred_method, three_spaces_from_result, tradeoff_figure, tradeoff_points
+    from .plots import tradeoff_figure, tradeoff_points
+    from .views import preferred_method, three_spaces_from_result
 
     results = result.results
     key = f"mAP@{results['k']}"

@@ -1,9 +1,10 @@
-"""The YAML run config: one new-model run, from the notebook to ``bclviz train``.
+"""YAML files of experiment and run configs, and ``--set key=value`` overrides.
 
-A :class:`RunConfig` holds the fields of an :class:`~bclviz.experiment.ExperimentConfig`
-that one run needs, with a single :class:`~bclviz.config.MethodConfig`. Notebooks export
-it (:func:`bclviz.sweep.export_config`), the CLI reads it with :func:`load_run_config`
-and applies ``--set key=value`` with :func:`apply_overrides`.
+A run config is an :class:`~bclviz.config.ExperimentConfig` with one method
+(:func:`~bclviz.config.run_config`). Notebooks export it
+(:func:`bclviz.sweep.export_config`), the CLI reads it with :func:`load_run_config`
+and applies ``--set key=value`` with :func:`apply_overrides`. The same functions read
+and write whole experiments (several ``methods``).
 
 Example file::
 
@@ -15,7 +16,8 @@ Example file::
     new_train:
       epochs: 20
 
-Sections left out keep their defaults; unknown keys are an error.
+Sections left out keep their defaults; unknown keys are an error. A file names either
+one ``method`` (a run) or a list of ``methods`` (an experiment), never both.
 """
 
 from __future__ import annotations
@@ -24,115 +26,105 @@ import dataclasses
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .config import MethodConfig, TrainConfig, config_from_dict, config_to_dict
-from .experiment import ExperimentConfig, ModelSpec
+from .config import (
+    ExperimentConfig, MethodConfig, ModelSpec, TrainConfig, config_from_dict, config_to_dict,
+    default_output_dir, run_config,
+)
 
 __all__ = [
-    "RunConfig", "default_output_dir", "run_config_to_dict", "run_config_from_dict",
-    "save_run_config", "load_run_config", "apply_overrides",
+    "RunConfig", "default_output_dir", "experiment_to_dict", "experiment_from_dict",
+    "run_config_to_dict", "run_config_from_dict", "save_run_config", "load_run_config", "apply_overrides",
 ]
 
-_SECTIONS = {"old_model": ModelSpec, "new_model": ModelSpec, "old_train": TrainConfig,
-             "new_train": TrainConfig, "method": MethodConfig}
+_SECTIONS = {"old_model": ModelSpec, "new_model": ModelSpec, "old_train": TrainConfig, "new_train": TrainConfig}
+_FIELDS = [f.name for f in dataclasses.fields(ExperimentConfig)]
 
 
-def default_output_dir(dataset: str, method: str) -> str:
-    """``runs/<dataset>-<method>``: where a run writes unless told otherwise."""
-    return f"runs/{dataset}-{method}"
-
-
-@dataclass(frozen=True)
 class RunConfig:
-    """Everything one new-model run needs (an ExperimentConfig with one method).
+    """Deprecated spelling of :func:`bclviz.config.run_config` (an ExperimentConfig with one method).
 
-    ``output_dir=""`` (the default) means :func:`default_output_dir` of the dataset and
-    the method name; it is filled in at construction.
+    ``RunConfig(...)`` returns an :class:`~bclviz.config.ExperimentConfig`;
+    ``RunConfig.from_experiment(cfg, method)`` is ``cfg.run(method)``.
     """
 
-    dataset: str = "toy"
-    seed: int = 0
-    data_options: dict = field(default_factory=dict)
-    old_model: ModelSpec = ExperimentConfig.old_model
-    new_model: ModelSpec = ExperimentConfig.new_model
-    old_train: TrainConfig = ExperimentConfig.old_train
-    new_train: TrainConfig = ExperimentConfig.new_train
-    method: MethodConfig = MethodConfig()
-    k: int = 100
-    output_dir: str = ""
+    def __new__(cls, **fields) -> ExperimentConfig:
+        return run_config(**fields)
 
-    def __post_init__(self) -> None:
-        from .data import DATASETS
-        from .models import list_models
-
-        if self.dataset not in DATASETS:
-            raise ValueError(f"RunConfig.dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
-        for name in ("seed", "k"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
-                raise ValueError(f"RunConfig.{name} must be an integer >= {0 if name == 'seed' else 1}, got {v!r}")
-        if not isinstance(self.data_options, dict):
-            raise ValueError(f"RunConfig.data_options must be a mapping, got {self.data_options!r}")
-        for name, cls in _SECTIONS.items():
-            if not isinstance(getattr(self, name), cls):
-                raise ValueError(f"RunConfig.{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
-        for name in ("old_model", "new_model"):
-            spec = getattr(self, name)
-            if spec.name not in list_models():
-                raise ValueError(f"RunConfig.{name}.name must be one of {list_models()}, got {spec.name!r}")
-            if isinstance(spec.dim, bool) or not isinstance(spec.dim, int) or spec.dim < 1:
-                raise ValueError(f"RunConfig.{name}.dim must be a positive integer, got {spec.dim!r}")
-            if not isinstance(spec.options, dict):
-                raise ValueError(f"RunConfig.{name}.options must be a mapping, got {spec.options!r}")
-        if self.old_model.dim != self.new_model.dim:
-            raise ValueError(
-                f"old and new embedding dimensions differ ({self.old_model.dim} vs {self.new_model.dim})"
-            )
-        if not isinstance(self.output_dir, str):
-            raise ValueError(f"RunConfig.output_dir must be a string, got {self.output_dir!r}")
-        if not self.output_dir:
-            object.__setattr__(self, "output_dir", default_output_dir(self.dataset, self.method.name))
-
-    @classmethod
-    def from_experiment(cls, cfg: ExperimentConfig, method: MethodConfig, *, output_dir: str = "") -> "RunConfig":
-        """The run of ``method`` within the experiment ``cfg``."""
-        fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)}
-        return cls(**fields, method=method, output_dir=output_dir)
-
-    def to_experiment(self) -> ExperimentConfig:
-        """An :class:`ExperimentConfig` whose only method is ``self.method``."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(ExperimentConfig) if hasattr(self, f.name)}
-        return ExperimentConfig(**fields, methods=(self.method,))
+    @staticmethod
+    def from_experiment(cfg: ExperimentConfig, method: MethodConfig, *, output_dir: str = "") -> ExperimentConfig:
+        return cfg.run(method, output_dir=output_dir)
 
 
-def run_config_to_dict(run_cfg: RunConfig) -> dict:
-    """Plain nested dict of ``run_cfg`` (YAML/JSON friendly)."""
-    return config_to_dict(run_cfg)
+def experiment_to_dict(cfg: ExperimentConfig) -> dict:
+    """Plain nested dict of ``cfg`` (YAML/JSON friendly); one method is written as ``method``."""
+    values = config_to_dict(cfg)
+    methods = values.pop("methods")
+    out = {}
+    for name in _FIELDS:
+        if name == "methods":
+            if len(methods) == 1:
+                out["method"] = methods[0]
+            else:
+                out["methods"] = methods
+        else:
+            out[name] = values[name]
+    return out
 
 
-def run_config_from_dict(values: dict, *, source: str = "run config") -> RunConfig:
-    """Build a :class:`RunConfig` from a nested dict; errors name ``source`` and the key."""
+run_config_to_dict = experiment_to_dict
+
+
+def experiment_from_dict(values: dict, *, source: str = "config", run: bool = False) -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a nested dict; errors name ``source`` and the key.
+
+    ``run=True`` reads a run config: exactly one method (default ``ndpp``) and
+    ``output_dir`` filled in from the dataset and the method when left out.
+    """
     if not isinstance(values, dict):
         raise ValueError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
-    allowed = [f.name for f in dataclasses.fields(RunConfig)]
+    allowed = [n for n in _FIELDS if n != "methods"] + (["method"] if run else ["method", "methods"])
     unknown = sorted(set(values) - set(allowed), key=str)
     if unknown:
         raise ValueError(f"{source}: unknown setting(s) {unknown}; allowed: {allowed}")
     kwargs = dict(values)
     try:
+        if "method" in kwargs and "methods" in kwargs:
+            raise ValueError("give either 'method' (one) or 'methods' (a list), not both")
         for name, cls in _SECTIONS.items():
             if name in kwargs:
                 section = kwargs[name]
                 if not isinstance(section, dict):
                     raise ValueError(f"section {name!r} must be a mapping of settings, got {section!r}")
                 kwargs[name] = config_from_dict(cls, section)
-        return RunConfig(**kwargs)
+        if "method" in kwargs:
+            kwargs["method"] = _method(kwargs["method"], "method")
+        if "methods" in kwargs:
+            listed = kwargs["methods"]
+            if not isinstance(listed, list):
+                raise ValueError(f"'methods' must be a list of method sections, got {listed!r}")
+            kwargs["methods"] = tuple(_method(m, f"methods[{i}]") for i, m in enumerate(listed))
+        if run:
+            return run_config(**kwargs)
+        if "method" in kwargs:
+            kwargs["methods"] = (kwargs.pop("method"),)
+        return ExperimentConfig(**kwargs)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{source}: {err}") from None
+
+
+def _method(section, where: str) -> MethodConfig:
+    if not isinstance(section, dict):
+        raise ValueError(f"section {where!r} must be a mapping of settings, got {section!r}")
+    return config_from_dict(MethodConfig, section)
+
+
+def run_config_from_dict(values: dict, *, source: str = "run config") -> ExperimentConfig:
+    """A run config (one method) from a nested dict: :func:`experiment_from_dict` with ``run=True``."""
+    return experiment_from_dict(values, source=source, run=True)
 
 
 class _Loader(yaml.SafeLoader):
@@ -156,22 +148,23 @@ def _safe_load(text: str, source: str):
         raise ValueError(f"{source}: malformed YAML{where}: {problem}") from None
 
 
-def save_run_config(path: str | os.PathLike, run_cfg: RunConfig) -> Path:
-    """Write ``run_cfg`` as YAML to ``path`` atomically; returns the path."""
+def save_run_config(path: str | os.PathLike, run_cfg: ExperimentConfig) -> Path:
+    """Write ``run_cfg`` (a run or a whole experiment) as YAML to ``path`` atomically; returns the path."""
     from .io import write_text
 
-    if not isinstance(run_cfg, RunConfig):
-        raise TypeError(f"run_cfg must be a RunConfig, got {type(run_cfg).__name__}")
+    if not isinstance(run_cfg, ExperimentConfig):
+        raise TypeError(f"run_cfg must be an ExperimentConfig, got {type(run_cfg).__name__}")
     header = f"# bclviz run config; run it with: bclviz train --config {Path(path).name}\n"
     body = yaml.safe_dump(run_config_to_dict(run_cfg), sort_keys=False, default_flow_style=False)
     return write_text(path, header + body)
 
 
-def load_run_config(path: str | os.PathLike) -> RunConfig:
+def load_run_config(path: str | os.PathLike, *, run: bool = True) -> ExperimentConfig:
     """Read and validate a YAML run config.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file
-    for malformed YAML (with the line) or unknown/invalid settings.
+    ``run=False`` reads a whole experiment (``methods``). Raises ``FileNotFoundError``
+    for a missing file and ``ValueError`` naming the file for malformed YAML (with the
+    line) or unknown/invalid settings.
     """
     path = Path(path)
     if not path.is_file():
@@ -179,14 +172,14 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
     values = _safe_load(path.read_text(encoding="utf-8"), str(path))
     if values is None:
         raise ValueError(f"{path}: the run config is empty")
-    return run_config_from_dict(values, source=str(path))
+    return experiment_from_dict(values, source=str(path), run=run)
 
 
 def _parse_value(raw: str, item: str):
     return _safe_load(raw.strip(), f"override {item!r}") if raw.strip() else None
 
 
-def apply_overrides(run_cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
+def apply_overrides(run_cfg: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
     """Return ``run_cfg`` with ``key=value`` overrides applied (``--set`` on the CLI).
 
     Keys are dotted paths (``method.eps``, ``new_train.epochs``, ``data_options.noise``);
@@ -209,6 +202,8 @@ def apply_overrides(run_cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
             prefix = ".".join(path[:depth])
             if dataclasses.is_dataclass(obj):
                 names = [f.name for f in dataclasses.fields(obj)]
+                if isinstance(obj, ExperimentConfig):  # a run config's one method is `method`
+                    names = [n for n in names if n != "methods"] + ["method"]
                 if part not in names:
                     allowed = [f"{prefix}.{n}" if prefix else n for n in names]
                     raise ValueError(f"unknown setting {key!r} in override {item!r}; allowed: {allowed}")

@@ -14,19 +14,21 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from .config import MethodConfig
+from .config import ExperimentConfig, MethodConfig
 from .data.base import BCLData, Labeled
 from .data.splits import sequential as sequential_split
-from .evaluation import average_compatibility, compatibility_matrix
-from .experiment import ExperimentConfig, build_new_model, build_old_model
-from .train import TrainResult, embed, train_new, train_old
+from .evaluation import average_compatibility
+from .pipeline import build_new_model, build_old_model
+from .scoring import Scorer
+from .train import TrainResult, train_new, train_old
 
 __all__ = ["SequenceResult", "step_sets", "run_sequence"]
 
 
 @dataclass
 class SequenceResult:
-    """Models of a T-step sequence, their (T, T) compatibility matrix and AC."""
+    """Models of a T-step sequence, their (T, T) compatibility matrix (the dataset's
+    headline metric, NaN above the diagonal) and AC."""
 
     models: list[TrainResult]
     matrix: np.ndarray
@@ -64,23 +66,25 @@ def run_sequence(
     progress: bool = True,
 ) -> SequenceResult:
     """Train model 0 (the old model, behind the dataset's old view) on the first step's
-    data, then each later model with ``method`` against its predecessor; evaluate all
-    pairs on the dataset's query/gallery sets."""
+    data, then each later model with ``method`` against its predecessor; score all
+    pairs on the dataset's query/gallery sets (:class:`~bclviz.scoring.Scorer`: labels
+    or relevance, the dataset's headline metric). Model t's weights and shuffling are
+    seeded with ``cfg.seed + t``."""
     steps = step_sets(data.new_train.y, fractions, mode=mode, seed=cfg.seed)
     models: list[TrainResult] = []
     for t, (index, n_cls) in enumerate(steps):
         subset: Labeled = data.new_train.subset(index)
-        torch.manual_seed(cfg.seed + t)
         if t == 0:
-            models.append(train_old(build_old_model(data, cfg.old_model), subset, num_classes=n_cls,
+            models.append(train_old(build_old_model(data, cfg.old_model, seed=cfg.seed), subset, num_classes=n_cls,
                                     cfg=dataclasses.replace(cfg.old_train, seed=cfg.seed), progress=progress))
         else:
-            models.append(train_new(build_new_model(data, cfg.new_model), subset, models[-1], num_classes=n_cls,
-                                    cfg=dataclasses.replace(cfg.new_train, seed=cfg.seed + t), method=method,
-                                    progress=progress))
-    queries = [embed(m.model, data.query.x) for m in models]
-    gallery = queries if data.query_is_gallery else [embed(m.model, data.gallery.x) for m in models]
-    matrix = compatibility_matrix(queries, gallery, data.query.y, data.gallery.y, k=cfg.k,
-                                  exclude_self=data.query_is_gallery)
+            models.append(train_new(build_new_model(data, cfg.new_model, seed=cfg.seed + t), subset, models[-1],
+                                    num_classes=n_cls, cfg=dataclasses.replace(cfg.new_train, seed=cfg.seed + t),
+                                    method=method, progress=progress))
+    scorer = Scorer(data, k=cfg.k)
+    matrix = np.full((len(models), len(models)), np.nan)
+    for i in range(len(models)):
+        for j in range(i + 1):
+            matrix[i, j] = scorer.score(models[i].model, models[j].model)[scorer.key]
     labels = ["old"] + [f"new{t}" for t in range(1, len(models))]
     return SequenceResult(models, matrix, average_compatibility(matrix), labels, [n for _, n in steps])

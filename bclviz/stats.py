@@ -7,7 +7,9 @@ Definitions (also in ``docs/metrics.md``):
   in the denominator) and ``t`` Student's t quantile. With one seed, ``h`` is NaN.
 - Paired difference against a reference method: ``d_i = v_i - r_i`` for the same seed
   ``i``; its mean and interval as above. The verdict is ``"better"`` when the whole
-  interval is above 0, ``"worse"`` when it is below 0, otherwise ``"no clear difference"``.
+  interval is above 0, ``"worse"`` when it is below 0, ``"no clear difference"`` when it
+  contains 0, and ``"no interval (1 seed)"`` when there is a single seed (no interval,
+  so no verdict).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-__all__ = ["mean_interval", "paired_difference", "verdict"]
+__all__ = ["mean_interval", "paired_difference", "verdict", "summarise_seeds", "paired_comparison", "NO_INTERVAL"]
+
+#: the verdict when there is no interval (a single seed)
+NO_INTERVAL = "no interval (1 seed)"
 
 
 def _t_quantile(df: int, confidence: float) -> float:
@@ -40,9 +45,10 @@ def mean_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple
 
 
 def verdict(mean: float, half_width: float) -> str:
-    """``"better"`` / ``"worse"`` when the interval excludes 0, else ``"no clear difference"``."""
+    """``"better"`` / ``"worse"`` when the interval excludes 0, ``"no clear difference"``
+    when it contains 0, :data:`NO_INTERVAL` without an interval (one seed)."""
     if half_width is None or math.isnan(half_width):
-        return "no clear difference"
+        return NO_INTERVAL
     if mean - half_width > 0:
         return "better"
     if mean + half_width < 0:
@@ -53,9 +59,30 @@ def verdict(mean: float, half_width: float) -> str:
 def paired_difference(values: Sequence[float], reference: Sequence[float], *, confidence: float = 0.95) -> dict:
     """Mean paired difference ``values - reference`` (same seeds), its interval and verdict.
 
-    ``half_width`` is ``None`` with a single seed (no interval; verdict "no clear difference").
+    ``half_width`` is ``None`` with a single seed (no interval; verdict :data:`NO_INTERVAL`).
     """
     if len(values) != len(reference):
         raise ValueError(f"paired values need the same seeds: {len(values)} vs {len(reference)} values")
     mean, half = mean_interval([a - b for a, b in zip(values, reference)], confidence=confidence)
     return {"mean_diff": mean, "half_width": None if math.isnan(half) else half, "verdict": verdict(mean, half)}
+
+
+def summarise_seeds(per_seed: list[dict]) -> dict:
+    """Mean and 95% half-width of every metric over per-seed records (``self``/``cross``).
+
+    With a single seed the half-width is ``None`` (JSON ``null``): no interval.
+    """
+    out = {}
+    for side in ("self", "cross"):
+        if side not in per_seed[0]:
+            continue
+        stats = {m: mean_interval([r[side][m] for r in per_seed]) for m in per_seed[0][side]}
+        out[side] = {m: v[0] for m, v in stats.items()}
+        out[f"{side}_ci"] = {m: None if math.isnan(v[1]) else v[1] for m, v in stats.items()}
+    return out
+
+
+def paired_comparison(per_seed: list[dict], reference: list[dict], key: str) -> dict:
+    """Paired-by-seed differences of ``key`` (e.g. mAP@100) against a reference method."""
+    return {side: paired_difference([r[side][key] for r in per_seed], [r[side][key] for r in reference])
+            for side in ("self", "cross")}

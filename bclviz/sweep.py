@@ -17,8 +17,12 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .config import MethodConfig
-from .experiment import ExperimentConfig, retrieval_scores, train_and_evaluate_new
+from .config import ExperimentConfig, MethodConfig
+from .experiment import retrieval_scores
+from .methods import method_class, perturbing_methods
+from .pipeline import train_and_score
+from .scoring import Scorer
+from .stats import summarise_seeds
 
 __all__ = [
     "BASELINES", "sweep_grid", "setting_label", "retrieval_scores", "old_baseline", "combine_seeds",
@@ -27,7 +31,6 @@ __all__ = [
 
 #: baseline methods a sweep runs next to NDPP/ODPP by default (method.md section 5)
 BASELINES = ("proto", "bct", "l2", "lce", "hot_refresh", "independent")
-_PERTURBING = ("ndpp", "odpp")
 _RECORD_KEYS = ("label", "method", "settings", "self", "cross", "compatible", "seconds")  # one seed's record
 _CACHE_VERSION = 1
 #: MethodConfig fields added after cache version 1, left out of the key at their
@@ -46,7 +49,7 @@ def _as_tuple(values, name: str) -> tuple:
 
 
 def sweep_grid(
-    methods: Sequence[str] = _PERTURBING,
+    methods: Sequence[str] | None = None,
     eps: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.6),
     k: Sequence[int] | None = None,
     gamma: Sequence[float] = (0.1,),
@@ -58,44 +61,50 @@ def sweep_grid(
 
     Parameters
     ----------
-    methods : perturbation methods to vary (``"ndpp"``, ``"odpp"``).
+    methods : perturbing methods to vary (default: every one,
+        :func:`bclviz.methods.perturbing_methods`).
     eps : perturbation magnitudes.
-    k : neighbour counts; ``None`` keeps each method's default (NDPP 5, ODPP 8).
-    gamma : ODPP penalty weights (only ODPP varies gamma).
+    k : neighbour counts; ``None`` keeps each method's ``default_k``.
+    gamma : penalty weights, varied only for methods whose ``knobs`` include gamma (ODPP).
     baselines : methods run once at their default settings.
     template : other settings (``lam``, ``warmup_epochs``, ...) copied into every entry.
     """
     template = MethodConfig() if template is None else template
-    unknown = [m for m in methods if m not in _PERTURBING]
+    perturbing = perturbing_methods()
+    methods = perturbing if methods is None else list(methods)
+    unknown = [m for m in methods if m not in perturbing]
     if unknown:
-        raise ValueError(f"methods must be among {list(_PERTURBING)}, got {unknown}; list baselines in baselines=")
+        raise ValueError(f"methods must be among {perturbing}, got {unknown}; list baselines in baselines=")
     grid = [dataclasses.replace(template, name=b, k=None) for b in baselines]
     eps, ks, gammas = _as_tuple(eps, "eps"), _as_tuple(k, "k"), _as_tuple(gamma, "gamma")
     for name in methods:
         for e in eps:
             for kk in ks:
-                for g in gammas if name == "odpp" else (template.gamma,):
+                for g in gammas if "gamma" in method_class(name).knobs else (template.gamma,):
                     grid.append(dataclasses.replace(template, name=name, eps=e, k=kk, gamma=g))
     return grid
 
 
 def setting_label(method: MethodConfig) -> str:
-    """Short label such as ``"odpp eps=0.3 k=8 gamma=0.1"`` (``"proto"`` for baselines)."""
-    if method.name not in _PERTURBING:
+    """Short label such as ``"odpp eps=0.3 k=8 gamma=0.1"`` (``"proto"`` for baselines):
+    the method name and its ``knobs`` (k only when set)."""
+    knobs = method_class(method.name).knobs
+    if not knobs:
         return method.name
-    parts = [method.name, f"eps={method.eps:g}"]
-    if method.k is not None:
-        parts.append(f"k={method.k}")
-    if method.name == "odpp":
-        parts.append(f"gamma={method.gamma:g}")
+    parts = [method.name]
+    for knob in knobs:
+        value = getattr(method, knob)
+        if value is not None:
+            parts.append(f"{knob}={value:g}")
     if method.neighbor_search != "exact":
         parts.append(f"knn={method.neighbor_search}")
     return " ".join(parts)
 
 
-def old_baseline(data, old, *, k: int) -> float:
-    """``M(old, old)``: mAP@k of the old model's self-retrieval (the BCT criterion's bar)."""
-    return retrieval_scores(data, old.model, old.model, k=k)[f"mAP@{k}"]
+def old_baseline(data, old, *, k: int, scorer: Scorer | None = None) -> float:
+    """``M(old, old)`` on the dataset's headline metric (the BCT criterion's bar)."""
+    scorer = Scorer(data, k=k) if scorer is None else scorer
+    return scorer.score(old.model, old.model)[scorer.key]
 
 
 def _jsonable(obj):
@@ -109,14 +118,14 @@ def _jsonable(obj):
 
 
 def cache_key(data, cfg: ExperimentConfig, method: MethodConfig, replicate: int = 0) -> str:
-    """sha256 of the dataset, the experiment (without ``methods``, ``seeds`` and
-    ``reference``), the method settings and the seed replicate.
+    """sha256 of the dataset, the experiment (without ``methods``, ``seeds``,
+    ``reference`` and ``output_dir``), the method settings and the seed replicate.
 
     The old model is assumed to be the one ``cfg`` trains on ``data`` (same seed, same
     settings); a cache filled with another old model must live in another folder.
     """
     experiment = dataclasses.asdict(cfg)
-    for name in ("methods", "seeds", "reference"):
+    for name in ("methods", "seeds", "reference", "output_dir"):
         experiment.pop(name)
     method_fields = dataclasses.asdict(method)
     for name, default in _ADDED_METHOD_FIELDS.items():
@@ -151,15 +160,17 @@ def load_cached_record(path: str | os.PathLike) -> dict | None:
     return record
 
 
-def make_record(method: MethodConfig, raw: dict, *, m_oo: float, k: int) -> dict:
-    """A sweep record from a :func:`train_and_evaluate_new` record, as JSON would give it back."""
+def make_record(method: MethodConfig, raw: dict, *, m_oo: float, k: int, key: str | None = None) -> dict:
+    """A sweep record from a :func:`bclviz.pipeline.train_and_score` record, as JSON would
+    give it back; ``compatible`` is judged on ``key`` (default ``mAP@k``)."""
+    key = f"mAP@{k}" if key is None else key
     record = {
         "label": setting_label(method),
         "method": method.name,
         "settings": dataclasses.asdict(method),
         "self": raw["self"],
         "cross": raw["cross"],
-        "compatible": bool(raw["cross"][f"mAP@{k}"] > m_oo),
+        "compatible": bool(raw["cross"][key] > m_oo),
         "seconds": raw["seconds"],
     }
     if "seed" in raw:
@@ -167,16 +178,16 @@ def make_record(method: MethodConfig, raw: dict, *, m_oo: float, k: int) -> dict
     return json.loads(json.dumps(record))
 
 
-def combine_seeds(per_seed: Sequence[dict], *, m_oo: float, k: int) -> dict:
+def combine_seeds(per_seed: Sequence[dict], *, m_oo: float, k: int, key: str | None = None) -> dict:
     """One sweep record from per-seed records of the same setting: mean ``self``/``cross``,
-    95% half-widths ``self_ci``/``cross_ci``, ``per_seed`` and the criterion on the mean."""
-    from .experiment import summarise_seeds
-
+    95% half-widths ``self_ci``/``cross_ci``, ``per_seed`` and the criterion on the mean
+    of ``key`` (default ``mAP@k``)."""
+    key = f"mAP@{k}" if key is None else key
     first = per_seed[0]
     record = {key: first[key] for key in ("label", "method", "settings")}
     record.update(summarise_seeds(per_seed))
     record["per_seed"] = [{key: r[key] for key in ("seed", "self", "cross", "seconds") if key in r} for r in per_seed]
-    record["compatible"] = bool(record["cross"][f"mAP@{k}"] > m_oo)
+    record["compatible"] = bool(record["cross"][key] > m_oo)
     record["seconds"] = sum(r["seconds"] for r in per_seed)
     return record
 
@@ -197,8 +208,8 @@ def run_sweep(
     data, old : the dataset (:class:`~bclviz.data.BCLData`) and the trained old model.
     cfg : the experiment (models, training, seed, ``k`` of mAP@k); its ``methods`` are ignored.
     grid : the settings, e.g. from :func:`sweep_grid`.
-    cache_dir : folder of the per-setting JSON files (``<cache_key>.json``); ``None``
-        caches nothing. Finished settings found there are read, not retrained;
+    cache_dir : folder of the per-setting JSON files (``<cache_key>.json``), e.g.
+        ``bclviz.cache.cache_dir("sweeps", "mine")``; ``None`` caches nothing. Finished settings found there are read, not retrained;
         unreadable files are recomputed and overwritten with a warning.
     progress : show a progress bar over the settings (and the training epochs).
 
@@ -207,8 +218,9 @@ def run_sweep(
     list of dict, in grid order, with ``label``, ``method``, ``settings``, ``self`` and
     ``cross`` (metric dicts of :func:`bclviz.evaluation.evaluate`, means over the
     ``cfg.seeds`` seed replicates), ``self_ci``/``cross_ci`` (95% Student-t half-widths),
-    ``per_seed``, ``compatible`` (``M(new, old) > M(old, old)`` on the mean mAP@k,
-    strict) and ``seconds`` (training time). Each (setting, seed) is cached on its own,
+    ``per_seed``, ``compatible`` (``M(new, old) > M(old, old)`` on the mean of the
+    dataset's headline metric, :class:`~bclviz.scoring.Scorer`, strict) and ``seconds``
+    (training time). Each (setting, seed) is cached on its own,
     so an interrupted sweep resumes at the seed where it stopped.
     """
     from tqdm.auto import tqdm
@@ -224,6 +236,7 @@ def run_sweep(
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise OSError(f"cannot write the sweep cache {folder}: {err.strerror or err}") from err
+    scorer = Scorer(data, k=cfg.k)
     m_oo = None
     records = []
     bar = tqdm(grid, desc="sweep", disable=not progress)
@@ -235,20 +248,21 @@ def run_sweep(
             record = None if path is None else load_cached_record(path)
             if record is None:
                 if m_oo is None:
-                    m_oo = old_baseline(data, old, k=cfg.k)
-                _, raw = train_and_evaluate_new(data, old, cfg, method, progress=progress, replicate=replicate)
-                record = make_record(method, raw, m_oo=m_oo, k=cfg.k)
+                    m_oo = old_baseline(data, old, k=cfg.k, scorer=scorer)
+                _, raw = train_and_score(cfg, data, old, method, scorer, progress=progress, replicate=replicate)
+                record = make_record(method, raw, m_oo=m_oo, k=cfg.k, key=scorer.key)
                 if path is not None:
                     write_json(path, record)
             per_seed.append(record)
         if m_oo is None:
-            m_oo = old_baseline(data, old, k=cfg.k)
-        records.append(combine_seeds(per_seed, m_oo=m_oo, k=cfg.k))
+            m_oo = old_baseline(data, old, k=cfg.k, scorer=scorer)
+        records.append(combine_seeds(per_seed, m_oo=m_oo, k=cfg.k, key=scorer.key))
     return records
 
 
 def export_config(path: str | os.PathLike, cfg: ExperimentConfig, method: MethodConfig) -> Path:
-    """Write ``method`` within ``cfg`` as a YAML run config for ``bclviz train --config``."""
-    from .runconfig import RunConfig, save_run_config
+    """Write ``method`` within ``cfg`` (``cfg.run(method)``) as a YAML run config for
+    ``bclviz train --config``."""
+    from .runconfig import save_run_config
 
-    return save_run_config(path, RunConfig.from_experiment(cfg, method))
+    return save_run_config(path, cfg.run(method))

@@ -146,7 +146,8 @@ class _Loop:
         self.history: list[dict] = []
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.meta = {"config": dataclasses.asdict(cfg), "num_classes": num_classes, "dim": model.dim, **meta}
-        self.steps_done = 0
+        self.steps_done = 0  # optimiser steps of the finished epochs
+        self._epoch_steps = 0  # steps of the epoch in progress (saved with it)
 
     def autocast(self):
         enabled = self.cfg.amp and self.device.type == "cuda"
@@ -173,7 +174,8 @@ class _Loop:
             tensors = {"net": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                        "shuffle": self.shuffle.get_state(), "extra": extra}
             save_checkpoint(self.checkpoint, tensors, {**self.meta, "epoch": epoch,
-                                                       "steps_done": self.steps_done, "history": self.history})
+                                                       "steps_done": self.steps_done + self._epoch_steps,
+                                                       "history": self.history})
         barrier()
 
     def epochs(self, start: int):
@@ -187,8 +189,10 @@ class _Loop:
                 batches = batches[: max(0, self.cfg.max_steps - self.steps_done)]
             if not batches:
                 break
+            self._epoch_steps = len(batches)
             yield epoch, [shard(b) for b in batches]
             self.steps_done += len(batches)
+            self._epoch_steps = 0
             if self.history:
                 bar.set_postfix(loss=f"{self.history[-1]['loss']:.3f}")
 
@@ -295,17 +299,14 @@ def train_new(
     loop = _Loop(model, num_classes, cfg, data, f"new model ({mcfg.name})", progress, checkpoint,
                  {"role": "new", "method": dataclasses.asdict(mcfg)})
     dev = loop.device
-    f_old_all = embed(old.model, data.x)
+    f_old_all = embed(old.model, data.x)  # the frozen old model embeds the training set once
     p_old = class_prototypes(f_old_all, data.y, num_classes).to(dev)
-    f_old_all = f_old_all.to(dev) if compat.needs_old_features else None
+    f_old_all = f_old_all.to(dev)
+    prepared = compat.prepare(f_old_all, data.y.to(dev), p_old)
+    f_old_all = f_old_all if compat.needs_old_features else None
     n_old_cls = old.head.weight.shape[0]
     old_weights = torch.cat([old.head.weight.detach().to(dev), p_old[n_old_cls:]])[:num_classes]
-    theta = torch.zeros(num_classes, device=dev)
-    if mcfg.name == "lce":
-        fo = embed(old.model, data.x).to(dev)
-        theta.index_add_(0, data.y.to(dev), (fo * p_old[data.y.to(dev)]).sum(1))
-        theta /= torch.bincount(data.y, minlength=num_classes).to(dev)
-    ctx = CompatContext(p_old, p_old.clone(), old_weights, theta, loop.head.weight)
+    ctx = CompatContext(p_old, p_old.clone(), old_weights, loop.head.weight, prepared)
     p_new, delta = p_old.clone(), torch.zeros_like(p_old)
 
     def current_new_protos():

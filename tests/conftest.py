@@ -1,5 +1,8 @@
 """Session-scoped tiny fixtures shared by the trainer tests."""
 
+import os
+import tempfile
+
 import pytest
 import torch
 
@@ -7,6 +10,12 @@ from bclviz.config import MethodConfig, TrainConfig
 from bclviz.data.toy import make_toy
 from bclviz.experiment import ModelSpec, build_old_model, default_experiment, run_experiment
 from bclviz.train import train_old
+
+
+def pytest_configure(config):
+    """Tests (and the notebook kernels they start) write caches to a fresh folder, never to
+    the user's cache, unless BCLVIZ_CACHE is set already."""
+    os.environ.setdefault("BCLVIZ_CACHE", tempfile.mkdtemp(prefix="bclviz-test-cache-"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -265,7 +265,7 @@ CASES = [
         lambda e: ExperimentConfig(methods=("ndpp",)), ValueError, r"methods.*MethodConfig",
         id="experiment-methods-as-strings",
     ),
-    pytest.param(lambda e: RunConfig(dataset="mnist"), ValueError, r"RunConfig.dataset must be one of \[.*\], got 'mnist'", id="runconfig-unknown-dataset"),
+    pytest.param(lambda e: RunConfig(dataset="mnist"), ValueError, r"ExperimentConfig.dataset must be one of \[.*\], got 'mnist'", id="runconfig-unknown-dataset"),
     pytest.param(lambda e: default_experiment("mnist"), ValueError, r"no default experiment for dataset 'mnist'; choose one of", id="default-experiment-unknown-dataset"),
     # ------------------------------------------------------------------ datasets
     pytest.param(lambda e: load_dataset("mnist"), ValueError, r"unknown dataset 'mnist'; choose one of", id="load-dataset-unknown"),
@@ -364,7 +364,7 @@ CLI_CASES = [
     pytest.param(lambda t: ["train", "--config", str(_write(t, "bad.yaml", "dataset: toy\nmethod: {name: ndpp\n"))],
                  r"bclviz train: error: .*bad.yaml: malformed YAML at line \d+", id="cli-yaml-syntax-error"),
     pytest.param(lambda t: ["evaluate", "--config", str(_good_config(t))],
-                 r"bclviz evaluate: error: checkpoint .*old.pt does not exist; run `bclviz train", id="cli-evaluate-before-train"),
+                 r"bclviz evaluate: error: checkpoint .*old.pt does not exist; train the run first with `bclviz train --config ", id="cli-evaluate-before-train"),
     pytest.param(
         lambda t: ["train", "--config", str(_write(t, "opts.yaml", f"data_options: {{foo: 1}}\noutput_dir: {t / 'run'}\n")), "--quiet"],
         r"bclviz train: error: .*foo",

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bclviz.data.benchmarks import (
+from bclviz.data.cifar import cifar_protocol_from_arrays, load_cifar100
+from bclviz.data.formats import (
     ImageList,
     ImageListDataset,
-    cifar_protocol_from_arrays,
-    load_cifar100,
     load_image_folder,
     split_extended_class,
     split_extended_data,
@@ -155,11 +154,16 @@ def test_gldv2_retrieval_errors(tmp_path):
     assert len(load_gldv2_retrieval(root, check_files=False).index) == 5
 
 
-def test_gldv2_names_reexported():
+def test_format_names_reexported_from_benchmarks():
     import bclviz.data.benchmarks as benchmarks
 
     assert benchmarks.load_gldv2_train is load_gldv2_train
     assert benchmarks.load_inshop is load_inshop
+    # the format names that bclviz.data.benchmarks held before the split into formats/cifar
+    assert benchmarks.ImageList is ImageList and benchmarks.load_image_folder is load_image_folder
+    assert benchmarks.split_extended_class is split_extended_class
+    assert benchmarks.load_cifar100 is load_cifar100
+    assert benchmarks.cifar_protocol_from_arrays is cifar_protocol_from_arrays
     with pytest.raises(AttributeError, match="no attribute 'load_nothing'"):
         benchmarks.load_nothing
 

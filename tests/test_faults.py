@@ -109,18 +109,18 @@ SWEEP_DRIVER = textwrap.dedent(
         )
         res = run_experiment(cfg, progress=False)
         grid = sweep.sweep_grid(methods=("ndpp",), eps=(0.1, 0.2, 0.3, 0.4), baselines=("proto",))
-        train = sweep.train_and_evaluate_new
+        train = sweep.train_and_score
 
         def paced(*args, **kwargs):  # leaves time to kill the process between two settings
             time.sleep(pace)
             return train(*args, **kwargs)
 
         if pace:
-            sweep.train_and_evaluate_new = paced
+            sweep.train_and_score = paced
         try:
             records = sweep.run_sweep(res.data, res.old, cfg, grid, cache_dir=cache_dir, progress=False)
         finally:
-            sweep.train_and_evaluate_new = train
+            sweep.train_and_score = train
         with open(out, "w") as fh:
             json.dump(records, fh)
 
@@ -387,7 +387,7 @@ def test_failed_checkpoint_metadata_write_leaves_a_whole_checkpoint_or_none(tmp_
 def test_sweep_with_unwritable_cache_fails_before_training(tiny_toy, tiny_old, tmp_path, monkeypatch):
     cfg, grid = _sweep_setup()
     trained = []
-    monkeypatch.setattr(sweep_module, "train_and_evaluate_new", lambda *a, **k: trained.append(a) or pytest.fail("trained"))
+    monkeypatch.setattr(sweep_module, "train_and_score", lambda *a, **k: trained.append(a) or pytest.fail("trained"))
     target = _parent_is_a_file(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="afile"):
         run_sweep(tiny_toy, tiny_old, cfg, grid, cache_dir=target, progress=False)

@@ -16,7 +16,7 @@ import yaml
 
 from bclviz.cli import main
 from bclviz.data import BENCHMARK_NAMES, DATASETS, load_dataset
-from bclviz.data.benchmarks import ImageListDataset, load_image_folder
+from bclviz.data.formats import ImageListDataset, load_image_folder
 from bclviz.data.gldv2 import gldv2_image_path
 from bclviz.data.lazy import IMAGENET_MEAN, IMAGENET_STD, LazyImages
 from bclviz.data.registry import BENCHMARKS
@@ -318,8 +318,11 @@ def test_toy_example_runs_as_documented(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", "--config", config]) == 0
     assert json.loads(capsys.readouterr().out) == metrics
     assert main(["extract", "--config", config]) == 0
-    folder = json.loads(capsys.readouterr().out)["features"]
-    assert folder.startswith("data/features/toy-") and (tmp_path / folder / "old_features.npy").is_file()
+    folder = Path(json.loads(capsys.readouterr().out)["features"])
+    from bclviz.cache import cache_dir
+
+    assert folder.parent == cache_dir("features") and folder.name.startswith("toy-")
+    assert (folder / "old_features.npy").is_file() and not (tmp_path / "data").exists()
 
 
 def _doc_configs() -> dict[str, dict]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from bclviz.data import glyphs
+from bclviz.data import glyph_fonts, glyphs
 from bclviz.data.glyphs import GLYPH_CLASSES, find_fonts, make_glyphs
 
 try:
     FONTS = find_fonts()
-except FileNotFoundError as err:  # pragma: no cover - depends on the machine
+except (FileNotFoundError, ImportError) as err:  # pragma: no cover - depends on the machine
     pytest.skip(str(err), allow_module_level=True)
 
 #: a small configuration that renders in well under a second
@@ -145,6 +149,38 @@ def test_corrupt_cache_is_regenerated(tmp_path):
         assert npz["x"].shape[1:] == (12, 12)
 
 
+def _no_render(*args, **kwargs):
+    raise AssertionError("rendered although the cache holds these images")
+
+
+def test_default_cache_is_under_the_cache_root_not_the_working_directory(tmp_path, monkeypatch):
+    root, work = tmp_path / "root", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("BCLVIZ_CACHE", str(root))
+    monkeypatch.chdir(work)
+    first = make_glyphs(**SMALL)
+    (path,) = (root / "glyphs").glob("glyphs-*.npz")
+    assert first.info["cache_file"] == str(path)
+    assert list(work.iterdir()) == []  # nothing written where the caller happens to be
+    stamp = path.stat().st_mtime_ns
+    monkeypatch.setattr(glyphs, "render_glyph_images", _no_render)
+    second = make_glyphs(**SMALL)  # read back from the cache root
+    assert same(first, second) and first.info == second.info
+    assert path.stat().st_mtime_ns == stamp and list(work.iterdir()) == []
+
+
+def test_default_cache_folder_is_resolved_at_each_call(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        monkeypatch.setenv("BCLVIZ_CACHE", str(tmp_path / name))
+        assert glyphs.glyph_cache_dir() == tmp_path / name / "glyphs"
+    assert glyphs.glyph_cache_dir(None) is None
+    assert glyphs.glyph_cache_dir(Path("default")) == Path("default")  # a Path is a folder
+    d = make_glyphs(**SMALL, cache_dir="mine")  # an explicit relative path still works
+    assert len(list((tmp_path / "mine").glob("glyphs-*.npz"))) == 1
+    assert not (tmp_path / "b").exists() and d.info["cache_file"].startswith("mine")
+
+
 # ----------------------------------------------------------------------------- errors
 def test_no_fonts_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
@@ -179,14 +215,14 @@ def test_bad_parameters_raise(change, message):
 
 def test_fonts_lacking_a_class_are_avoided_or_the_class_dropped(tmp_path, monkeypatch):
     """DejaVuSerif pretends to lack Greek Alpha, DejaVuSans-Bold the digit 7."""
-    real = glyphs._font_masters
+    real = glyph_fonts._font_masters
 
     def patched(path, chars, em):
         found = real(path, chars, em)
         lacking = {"DejaVuSerif": "Α", "DejaVuSans-Bold": "7"}.get(path.stem)
         return {c: g for c, g in found.items() if c != lacking}
 
-    monkeypatch.setattr(glyphs, "_font_masters", patched)
+    monkeypatch.setattr(glyph_fonts, "_font_masters", patched)
     folder = tmp_path / "fonts"
     folder.mkdir()
     for name in ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSansMono", "DejaVuSerif"):
@@ -200,3 +236,26 @@ def test_fonts_lacking_a_class_are_avoided_or_the_class_dropped(tmp_path, monkey
     assert named.info["dropped_classes"] == "Α" and named.num_classes == 2
     with pytest.raises(ValueError, match="DejaVuSans-Bold"):
         make_glyphs(**{**counts, "train_fonts": ["DejaVuSans-Bold"]}, cache_dir=None)
+
+
+# ----------------------------------------------------------------------------- optional deps
+def test_missing_matplotlib_names_the_lab_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # "not installed"
+    monkeypatch.setattr(glyph_fonts, "DEBIAN_FONTS", str(tmp_path / "no-debian-fonts"))
+    with pytest.raises(ImportError, match=r"matplotlib.*pip install 'bclviz\[lab\]'"):
+        make_glyphs(**SMALL, cache_dir=None)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):  # font_dir given: as before
+        make_glyphs(**SMALL, font_dir=tmp_path, cache_dir=None)
+
+
+@pytest.mark.skipif(not Path(glyph_fonts.DEBIAN_FONTS).is_dir(), reason="no Debian DejaVu fonts")
+def test_without_matplotlib_the_debian_fonts_are_used(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert glyphs.font_search_paths() == [Path(glyph_fonts.DEBIAN_FONTS)]
+    assert {p.parent for p in find_fonts()} == {Path(glyph_fonts.DEBIAN_FONTS)}
+
+
+def test_module_imports_without_matplotlib():
+    code = ("import sys; sys.modules['matplotlib'] = None; import bclviz.data.glyphs as g; "
+            "assert callable(g.make_glyphs) and 'PIL' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,21 @@ def test_digits_arrays():
     assert float(load_digits_arrays()[0].min()) == 0.0
 
 
+def test_digits_without_scikit_learn_names_the_lab_extra(monkeypatch):
+    images._digits_uint8.cache_clear()  # else the arrays would come from memory
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # "not installed"
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    for load in (load_digits_arrays, lambda: image_bcl_data("digits")):
+        with pytest.raises(ImportError, match=r"scikit-learn.*pip install 'bclviz\[lab\]'"):
+            load()
+
+
+def test_module_imports_without_scikit_learn():
+    code = ("import sys; sys.modules['sklearn'] = None; import bclviz.data.images as m; "
+            "assert callable(m.image_bcl_data)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # ----------------------------------------------------------------------------- IDX files
 @pytest.mark.parametrize("gz", [False, True])
 @pytest.mark.parametrize("layout", ["flat", "torchvision"])
@@ -104,6 +121,37 @@ def test_search_order_and_env_var(tmp_path, no_default_places, monkeypatch):
     assert len(load_fashion_mnist(tmp_path / "nothing-here")[1]) == 50
     monkeypatch.delenv(FASHION_MNIST_ENV)
     assert len(load_fashion_mnist()[1]) == 70
+
+
+def test_cache_place_is_under_the_cache_root(tmp_path, monkeypatch):
+    monkeypatch.delenv(FASHION_MNIST_ENV, raising=False)
+    monkeypatch.setattr(images, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(images, "CACHE_FASHION_MNIST", None)  # the default
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):  # resolved at each call
+        monkeypatch.setenv("BCLVIZ_CACHE", str(tmp_path / name))
+        assert images.fashion_mnist_cache_dir() == tmp_path / name / "fashion-mnist"
+        assert images.fashion_mnist_search_paths()[-1] == tmp_path / name / "fashion-mnist"
+    write_fashion(tmp_path / "b" / "fashion-mnist", gz=True, n_train=30)
+    assert len(load_fashion_mnist()[1]) == 30
+
+
+def test_download_goes_to_the_cache_root(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.delenv(FASHION_MNIST_ENV, raising=False)
+    monkeypatch.setattr(images, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(images, "CACHE_FASHION_MNIST", None)
+    monkeypatch.setenv("BCLVIZ_CACHE", str(tmp_path / "root"))
+    targets = []
+
+    def fake_download(root, train, download):  # what torchvision writes, without internet
+        targets.append(Path(root))
+        write_fashion(Path(root) / "FashionMNIST" / "raw", gz=False, n_train=20)
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", fake_download)
+    assert len(load_fashion_mnist(download=True)[1]) == 20
+    assert targets == [tmp_path / "root" / "fashion-mnist"]
 
 
 def test_loaded_tensors_are_fresh_copies(tmp_path, no_default_places):

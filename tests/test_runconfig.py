@@ -8,6 +8,7 @@ from bclviz.runconfig import (
     RunConfig,
     apply_overrides,
     default_output_dir,
+    experiment_from_dict,
     load_run_config,
     run_config_from_dict,
     save_run_config,
@@ -41,9 +42,25 @@ def test_default_output_dir_follows_dataset_and_method():
 def test_experiment_round_trip():
     cfg = default_experiment("toy", seed=2, k=20)
     method = MethodConfig(name="ndpp", eps=0.2)
-    run_cfg = RunConfig.from_experiment(cfg, method)
+    run_cfg = cfg.run(method)
     assert (run_cfg.seed, run_cfg.k, run_cfg.method, run_cfg.new_train) == (2, 20, method, cfg.new_train)
-    assert run_cfg.to_experiment() == dataclasses.replace(cfg, methods=(method,))
+    assert run_cfg == dataclasses.replace(cfg, methods=(method,), output_dir="runs/toy-ndpp")
+    assert RunConfig.from_experiment(cfg, method) == run_cfg  # the deprecated spelling
+
+
+def test_a_run_config_is_an_experiment_config_with_one_method(tmp_path):
+    run_cfg = RunConfig(method=MethodConfig(name="odpp"))
+    assert type(run_cfg) is ExperimentConfig and run_cfg.methods == (MethodConfig(name="odpp"),)
+    assert run_cfg.run_dir.as_posix() == "runs/toy-odpp"
+    with pytest.raises(ValueError, match="exactly one method"):
+        default_experiment("toy").method
+    # one YAML round trip for both: a whole experiment (several methods) too
+    cfg = default_experiment("toy", seed=1, seeds=2)
+    assert load_run_config(save_run_config(tmp_path / "exp.yaml", cfg), run=False) == cfg
+    with pytest.raises(ValueError, match="unknown setting"):  # a run file names one method
+        load_run_config(save_run_config(tmp_path / "exp2.yaml", cfg))
+    with pytest.raises(ValueError, match="either 'method'"):
+        experiment_from_dict({"method": {"name": "ndpp"}, "methods": []})
 
 
 def test_partial_file_keeps_defaults(tmp_path):

@@ -1,3 +1,4 @@
+import dataclasses
 """Full-run CLI (train / evaluate / extract), resumption, and torchrun with 2 processes."""
 
 import json
@@ -101,7 +102,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
 def test_torchrun_two_processes_matches_single_process(tmp_path):
     base = tiny_run(tmp_path)
     single = save_run_config(tmp_path / "single.yaml", base)
-    ddp_cfg = RunConfig(**{**base.__dict__, "output_dir": str(tmp_path / "ddp")})
+    ddp_cfg = dataclasses.replace(base, output_dir=str(tmp_path / "ddp"))
     ddp = save_run_config(tmp_path / "ddp.yaml", ddp_cfg)
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(

@@ -18,7 +18,10 @@ def test_mean_interval_hand_computed():
 def test_single_value_has_no_interval():
     mean, half = mean_interval([0.7])
     assert mean == 0.7 and math.isnan(half)
-    assert verdict(mean, half) == "no clear difference"
+    # without an interval there is no verdict (it used to say "no clear difference")
+    assert verdict(mean, half) == "no interval (1 seed)"
+    assert paired_difference([0.5], [0.7]) == {"mean_diff": pytest.approx(-0.2), "half_width": None,
+                                               "verdict": "no interval (1 seed)"}
 
 
 def test_paired_difference_verdicts():

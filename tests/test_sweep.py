@@ -5,7 +5,7 @@ import pytest
 
 import bclviz.sweep as sweep
 from bclviz.config import MethodConfig, TrainConfig
-from bclviz.experiment import train_and_evaluate_new
+from bclviz.pipeline import train_and_score
 from bclviz.runconfig import RunConfig, load_run_config
 from bclviz.stats import mean_interval
 from bclviz.sweep import (
@@ -42,9 +42,9 @@ def counting(monkeypatch, fail_on=None):
         calls.append(args[3])
         if len(calls) == fail_on:
             raise KeyboardInterrupt("interrupted")
-        return train_and_evaluate_new(*args, **kwargs)
+        return train_and_score(*args, **kwargs)
 
-    monkeypatch.setattr(sweep, "train_and_evaluate_new", wrapped)
+    monkeypatch.setattr(sweep, "train_and_score", wrapped)
     return calls
 
 
@@ -189,5 +189,5 @@ def test_export_config(tiny, tmp_path):
     path = export_config(tmp_path / "best.yaml", cfg, method)
     loaded = load_run_config(path)
     assert loaded == RunConfig.from_experiment(cfg, method)
-    assert loaded.to_experiment().methods == (method,)
+    assert loaded.methods == (method,)
     assert loaded.data_options == cfg.data_options

@@ -1,5 +1,6 @@
 """Widgets built in plain pytest: set a control, compare the figure with the pure function."""
 
+import dataclasses
 import math
 import threading
 
@@ -10,7 +11,7 @@ import torch
 import bclviz.widgets.lab as lab_module
 from bclviz.config import MethodConfig
 from bclviz.experiment import train_and_evaluate_new
-from bclviz.perturb import ndpp, odpp, pseudo_old
+from bclviz.perturb import ndpp, odpp, old_neighbors, pseudo_old
 from bclviz.proxies import crowding, drift, recognisability
 from bclviz.runconfig import RunConfig, load_run_config
 from bclviz.widgets import (
@@ -64,6 +65,7 @@ def test_explorer_state_is_the_perturbation(tiny):
     assert s["proxies"] == pytest.approx({
         "crowding_old": crowding(p_o), "crowding_pseudo_old": crowding(s["pseudo_old"]),
         "drift_deg": math.degrees(drift(s["pseudo_old"], p_o)),
+        "delta_mean": float(s["delta"].norm(dim=1).mean()),
     })
     o = explorer_state(p_o, p_n, method="odpp", eps=0.3, k=4, gamma=0.5)
     torch.testing.assert_close(o["delta"], odpp(p_o, p_n, eps=0.3, k=4, gamma=0.5))
@@ -96,6 +98,31 @@ def test_construction_displays_nothing(tiny, capsys, monkeypatch):
     assert ex.fig in ex.widget.children and lab.tradeoff in lab.widget.children
 
 
+@pytest.mark.parametrize("name", ["ndpp", "odpp"])
+def test_explorer_previews_the_budget_mode_and_search_training_uses(tiny, name):
+    """A trained setting with relative budgets and IVF neighbours: the explorer's preview is
+    what bclviz.ndpp/odpp compute with the same options (it used to ignore both)."""
+    cfg, result = tiny
+    trained = MethodConfig(name=name, eps=0.5, k=3, eps_mode="relative", neighbor_search="ivf")
+    methods = result.results["methods"]
+    saved = dict(methods)
+    methods[name] = {**methods.get(name, {}), "settings": dataclasses.asdict(trained)}
+    try:
+        ex = PerturbationExplorer(result, method=name, projection="pca")
+        assert ex.method_config() == trained
+        p_o, p_n = ex.old_protos, ex.new_protos
+        neighbors = old_neighbors(p_o, 3, search="ivf")
+        if name == "ndpp":
+            want = ndpp(p_o, p_n, eps=0.5, k=3, eps_mode="relative", neighbors=neighbors)
+        else:
+            want = odpp(p_o, p_n, eps=0.5, k=3, eps_mode="relative", neighbors=neighbors)
+        torch.testing.assert_close(ex.state["delta"], want)
+        assert ex.state["proxies"]["delta_mean"] == pytest.approx(float(want.norm(dim=1).mean()))
+    finally:
+        methods.clear()
+        methods.update(saved)
+
+
 def test_explorer_starts_at_trained_setting(explorer, tiny):
     settings = tiny[1].results["methods"]["ndpp"]["settings"]
     assert explorer.params == dict(method="ndpp", eps=settings["eps"], k=default_k("ndpp"), gamma=settings["gamma"])
@@ -111,7 +138,8 @@ def test_eps_slider_moves_only_pseudo_old(explorer):
     before = {uid: xy(t) for uid, t in explorer.traces.items()}
     explorer.eps_slider.value = 0.3
     state = assert_figure_matches(explorer, eps=0.3)
-    assert set(state["proxies"]) == {"crowding_old", "crowding_pseudo_old", "drift_deg", "recognisability"}
+    assert set(state["proxies"]) == {"crowding_old", "crowding_pseudo_old", "drift_deg", "delta_mean",
+                                     "recognisability"}
     for key, value in state["proxies"].items():
         assert (f"{value:.2f}&deg;" if key == "drift_deg" else f"{value:.3f}") in explorer.proxies_html.value, key
     for uid, coords in before.items():

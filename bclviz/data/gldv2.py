@@ -11,7 +11,7 @@ Expected layout under ``root`` (as published by the dataset authors)::
     test/a/b/c/abc....jpg         retrieval query image
 
 Retrieval relevance is given per query (not by class), so retrieval images are
-unlabeled (:class:`~bclviz.data.benchmarks.ImageList` with label ``-1``) and
+unlabeled (:class:`~bclviz.data.formats.ImageList` with label ``-1``) and
 :class:`RetrievalSplit` carries the relevant index positions of every query; score
 rankings with :func:`map_at_k_relevance`, the official mAP@100.
 """
@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from bclviz.data.benchmarks import ImageList, check_images_exist
+from bclviz.data.formats import ImageList, check_images_exist
 
 __all__ = [
     "RetrievalSplit",

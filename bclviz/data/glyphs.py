@@ -19,16 +19,22 @@ Crowding is realistic and deliberate: some classes look alike (``O o 0``, ``l I 
 font used are listed in ``info["identical_classes"]``; no model can tell them apart,
 so they cap the attainable retrieval accuracy.
 
-Fonts are looked for in ``font_dir`` if given, else in matplotlib's bundled font folder
-(when matplotlib is installed), else in ``/usr/share/fonts/truetype/dejavu`` (Debian
+This module builds the dataset (:func:`make_glyphs`) and caches it; finding fonts and
+drawing characters live in :mod:`bclviz.data.glyph_fonts` (its public names are
+re-exported here). Fonts are looked for in ``font_dir`` if given, else in matplotlib's
+bundled font folder (matplotlib comes with the ``lab`` extra,
+``pip install 'bclviz[lab]'``), else in ``/usr/share/fonts/truetype/dejavu`` (Debian
 package ``fonts-dejavu-core``); files are sorted by name. Fonts are drawn (by ``seed``)
 from those that have every requested class; when too few do, from those that have every
 digit and Latin letter, and classes missing from any font used are dropped. A glyph is
 missing when it renders empty or exactly like a code point no font maps (``.notdef``).
 
-The rendered images are cached as ``.npz`` under ``cache_dir``, keyed by a hash of every
-parameter that changes them, the font files (names and sizes) and the Pillow/FreeType
-versions; a corrupt cache file is regenerated.
+The rendered images are cached as ``.npz`` files, by default in the ``glyphs/`` folder
+of the cache root (:func:`bclviz.cache.cache_dir`: ``$BCLVIZ_CACHE/glyphs`` when that
+variable is set, else ``$XDG_CACHE_HOME/bclviz/glyphs`` or ``~/.cache/bclviz/glyphs``;
+never the working directory), keyed by a hash of every parameter that changes them,
+the font files (names and sizes) and the Pillow/FreeType versions; a corrupt cache file
+is regenerated.
 """
 
 from __future__ import annotations
@@ -36,192 +42,55 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import numpy as np
 import PIL
 import torch
-from PIL import Image, ImageDraw, ImageFont, features
+from PIL import features
 
-from bclviz.data import splits
+from bclviz import cache
+from bclviz.data import glyph_fonts, splits
 from bclviz.data.base import BCLData, Labeled
+from bclviz.data.glyph_fonts import (
+    DEBIAN_FONTS,  # noqa: F401 - re-exported; lookups read glyph_fonts.DEBIAN_FONTS
+    GLYPH_CLASSES,
+    find_fonts,
+    font_search_paths,
+    render_glyph_images,
+)
 from bclviz.io import atomic_write
 
 __all__ = [
     "GLYPH_CLASSES",
+    "DEFAULT_CACHE",
     "font_search_paths",
     "find_fonts",
     "render_glyph_images",
+    "glyph_cache_dir",
     "make_glyphs",
 ]
 
-_REQUIRED = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_GREEK = "".join(chr(c) for c in range(0x391, 0x3AA) if c != 0x3A2) + "".join(
-    chr(c) for c in range(0x3B1, 0x3CA)
-)
-#: the classes of ``classes="all"``, in label-id order before the old/new split
-GLYPH_CLASSES: str = _REQUIRED + _GREEK
-DEBIAN_FONTS = "/usr/share/fonts/truetype/dejavu"
-_UNMAPPED = "\U0010fffd"  # a private-use code point no font maps: renders as .notdef
-_SUPERSAMPLE = 4  # images are drawn at 4x and box-filtered down (antialiasing)
-_FILL = 0.8  # cap top ("H") to descender bottom ("p") spans this fraction of the canvas
+#: ``make_glyphs(cache_dir=DEFAULT_CACHE)`` (the default): the ``glyphs/`` folder of the
+#: cache root, resolved at call time. A ``Path("default")`` is a folder of that name.
+DEFAULT_CACHE = "default"
 _CACHE_VERSION = 1
 _FILES = ("x", "char_index", "font_index", "chars", "train_fonts", "eval_fonts",
           "skipped_fonts", "identical_classes", "key")
 
 
-# ----------------------------------------------------------------------------- fonts
-def font_search_paths(font_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The folders :func:`find_fonts` looks in, in order (see the module docstring)."""
-    if font_dir is not None:
-        return [Path(font_dir).expanduser()]
-    places = []
-    try:
-        import matplotlib
-
-        places.append(Path(matplotlib.get_data_path()) / "fonts" / "ttf")
-    except ImportError:
-        pass
-    return places + [Path(DEBIAN_FONTS)]
-
-
-#: fallback fonts that draw a placeholder for every character (not real glyphs)
-_FALLBACK_FONTS = ("LastResort",)
-
-
-def find_fonts(font_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The ``*.ttf`` files of the first search folder that has any, sorted by name.
-
-    Fallback fonts that render a placeholder box for every code point (matplotlib ships
-    ``LastResortHE``) are left out.
-
-    Raises
-    ------
-    FileNotFoundError
-        No folder holds a ``.ttf`` file; the message names every folder searched.
-    """
-    places = font_search_paths(font_dir)
-    for place in places:
-        fonts = sorted((p for p in place.glob("*.ttf") if not p.name.startswith(_FALLBACK_FONTS)),
-                       key=lambda p: p.name) if place.is_dir() else []
-        if fonts:
-            return fonts
-    searched = ", ".join(str(p) for p in places)
-    raise FileNotFoundError(
-        f"no TrueType fonts (*.ttf) found in: {searched}. Install matplotlib or the "
-        f"Debian package fonts-dejavu-core, or pass font_dir= a folder of .ttf files."
-    )
-
-
-class _Glyph(NamedTuple):
-    """Ink of one character cropped from the master canvas; ``left, top`` locate it."""
-
-    ink: np.ndarray  # uint8 (h, w)
-    left: int
-    top: int
-
-
-def _master(font: ImageFont.FreeTypeFont, char: str) -> _Glyph | None:
-    """``char`` drawn with its baseline-left point at (em, 2 em) on a 3 em canvas."""
-    em = int(font.size)
-    canvas = Image.new("L", (3 * em, 3 * em), 0)
-    ImageDraw.Draw(canvas).text((em, 2 * em), char, font=font, fill=255, anchor="ls")
-    box = canvas.getbbox()
-    if box is None:
+def glyph_cache_dir(cache_dir: str | os.PathLike | None = DEFAULT_CACHE) -> Path | None:
+    """The folder :func:`make_glyphs` caches into: ``cache.cache_dir("glyphs")`` for
+    :data:`DEFAULT_CACHE` (read from the environment now), None for None, else the path."""
+    if cache_dir is None:
         return None
-    left, top = box[0] - 1, box[1] - 1  # one blank pixel around the ink for the resampling
-    return _Glyph(np.asarray(canvas.crop((left, top, box[2] + 1, box[3] + 1))), left, top)
-
-
-def _font_masters(path: Path, chars: str, em: int) -> dict[str, _Glyph]:
-    """Masters of the characters of ``chars`` that the font has (missing ones left out)."""
-    font = ImageFont.truetype(str(path), em, layout_engine=ImageFont.Layout.BASIC)
-    notdef = _master(font, _UNMAPPED)
-    found = {}
-    for char in dict.fromkeys(chars + "Hp"):
-        glyph = _master(font, char)
-        if glyph is not None and not (notdef is not None and _same(glyph, notdef)):
-            found[char] = glyph
-    return found
-
-
-def _same(a: _Glyph, b: _Glyph) -> bool:
-    return (a.left, a.top) == (b.left, b.top) and np.array_equal(a.ink, b.ink)
-
-
-# ----------------------------------------------------------------------------- drawing
-def _draw(glyph: _Glyph, anchor: tuple[float, float], unit: float, params: np.ndarray,
-          size: int) -> np.ndarray:
-    """One ``size x size`` uint8 image of ``glyph``.
-
-    ``anchor`` (master pixels) lands on the canvas centre before the shift; ``unit`` is
-    output pixels (supersampled) per master pixel at scale 1; ``params`` is
-    ``(scale, shift_x, shift_y, rotation_degrees)`` with shifts as fractions of ``size``.
-    """
-    scale, dx, dy, degrees = params
-    big = size * _SUPERSAMPLE
-    m = 1.0 / (unit * scale)
-    cos, sin = math.cos(math.radians(degrees)) * m, math.sin(math.radians(degrees)) * m
-    tx, ty = big / 2 + dx * big, big / 2 + dy * big
-    ax, ay = anchor[0] - glyph.left, anchor[1] - glyph.top
-    data = (cos, sin, ax - cos * tx - sin * ty, -sin, cos, ay + sin * tx - cos * ty)
-    image = Image.fromarray(glyph.ink).transform(
-        (big, big), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR,
-        fillcolor=0,
-    )
-    return np.asarray(image.reduce(_SUPERSAMPLE))
-
-
-def render_glyph_images(
-    fonts: Sequence[Path], chars: str, *, size: int, images_per_font: int, seed: int,
-    max_rotation: float, max_shift: float, scale_range: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Draw ``images_per_font`` images of every character of ``chars`` in every font.
-
-    Every font must have every character of ``chars`` and the reference letters
-    ``H`` and ``p`` (use :func:`_font_masters` to check).
-
-    Returns
-    -------
-    x : uint8 (n, size, size), n = len(fonts) * len(chars) * images_per_font,
-        ordered by font, then character, then image.
-    char_index, font_index : int64 (n,), positions in ``chars`` and ``fonts``.
-    identical : groups (strings) of characters drawn pixel-identically in every font.
-    """
-    em = size * _SUPERSAMPLE
-    n_per_font = len(chars) * images_per_font
-    rng = np.random.default_rng(seed)
-    n = len(fonts) * n_per_font
-    params = np.column_stack([
-        rng.uniform(*scale_range, n),
-        rng.uniform(-max_shift, max_shift, (n, 2)),
-        rng.uniform(-max_rotation, max_rotation, n),
-    ])
-    x = np.empty((n, size, size), dtype=np.uint8)
-    signatures: dict[str, list] = {c: [] for c in chars}
-    for f, path in enumerate(fonts):
-        masters = _font_masters(path, chars, em)
-        top, bottom = masters["H"].top + 1, masters["p"].top + masters["p"].ink.shape[0] - 1
-        unit = _FILL * size * _SUPERSAMPLE / (bottom - top)
-        for c, char in enumerate(chars):
-            glyph = masters[char]
-            signatures[char].append((glyph.left, glyph.top, glyph.ink.shape, glyph.ink.tobytes()))
-            anchor = (glyph.left + glyph.ink.shape[1] / 2, (top + bottom) / 2)
-            for k in range(images_per_font):
-                i = f * n_per_font + c * images_per_font + k
-                x[i] = _draw(glyph, anchor, unit, params[i], size)
-    groups: dict[tuple, str] = {}
-    for char in chars:
-        key = tuple(signatures[char])
-        groups[key] = groups.get(key, "") + char
-    index = np.arange(n, dtype=np.int64)
-    char_index = (index // images_per_font) % len(chars)
-    return x, char_index, index // n_per_font, [g for g in groups.values() if len(g) > 1]
+    if isinstance(cache_dir, str) and cache_dir == DEFAULT_CACHE:
+        return cache.cache_dir("glyphs")
+    return Path(cache_dir).expanduser()
 
 
 # ----------------------------------------------------------------------------- checks
@@ -292,9 +161,10 @@ def _choose_fonts(usable: list[Path], *, train, evaluation, seed: int):
 
 def _generate(fonts: list[Path], chars: str, key: str, opts: dict, seeds) -> dict:
     """Everything the cache file holds (the slow part: renders every glyph)."""
-    em = opts["size"] * _SUPERSAMPLE
-    coverage = {p: set(_font_masters(p, chars + _REQUIRED, em)) for p in fonts}
-    latin = [p for p in fonts if set(_REQUIRED) <= coverage[p]]
+    em = opts["size"] * glyph_fonts._SUPERSAMPLE
+    required = glyph_fonts._REQUIRED
+    coverage = {p: set(glyph_fonts._font_masters(p, chars + required, em)) for p in fonts}
+    latin = [p for p in fonts if set(required) <= coverage[p]]
     full = [p for p in latin if set(chars) <= coverage[p]]
     choose = functools.partial(_choose_fonts, train=opts["train_fonts"],
                                evaluation=opts["eval_fonts"], seed=seeds[0])
@@ -353,7 +223,7 @@ def make_glyphs(
     train_fonts: int | Sequence[str] = 8,
     eval_fonts: int | Sequence[str] = 4,
     old_ratio: float = 0.5,
-    cache_dir: str | os.PathLike | None = "data/glyphs",
+    cache_dir: str | os.PathLike | None = DEFAULT_CACHE,
     font_dir: str | os.PathLike | None = None,
     max_rotation: float = 10.0,
     max_shift: float = 0.08,
@@ -373,7 +243,10 @@ def make_glyphs(
         usable fonts, or font names (file names without ``.ttf``). Never overlap.
     old_ratio : in (0, 1); the old model trains on ``ceil(old_ratio * C)`` classes chosen
         at random by ``seed`` (extended-class), relabelled ``0..C_old-1``.
-    cache_dir : folder of the ``.npz`` cache; None renders every time.
+    cache_dir : folder of the ``.npz`` cache. Default (:data:`DEFAULT_CACHE`): the
+        ``glyphs/`` folder of the cache root, ``bclviz.cache.cache_dir("glyphs")``
+        (``$BCLVIZ_CACHE/glyphs`` when that variable is set), looked up at each call;
+        never the working directory. None renders every time.
     font_dir : folder of ``.ttf`` files; default: see :func:`font_search_paths`.
     max_rotation : degrees, in [0, 180]; rotation uniform in ``[-max_rotation, max_rotation]``.
     max_shift : fraction of ``size`` in [0, 0.5); each axis uniform in ``[-max_shift, max_shift]``.
@@ -390,6 +263,9 @@ def make_glyphs(
 
     Raises
     ------
+    ImportError
+        ``font_dir`` is None, matplotlib is not installed and no Debian font is found;
+        the message says ``pip install 'bclviz[lab]'``.
     FileNotFoundError
         No ``.ttf`` font found; the message names the folders searched.
     ValueError
@@ -427,7 +303,8 @@ def make_glyphs(
         "fonts": [(p.name, p.stat().st_size) for p in fonts],
         "pillow": PIL.__version__, "freetype": features.version("freetype2"),
     }, sort_keys=True).encode()).hexdigest()
-    path = None if cache_dir is None else Path(cache_dir) / f"glyphs-{key[:20]}.npz"
+    folder = glyph_cache_dir(cache_dir)
+    path = None if folder is None else folder / f"glyphs-{key[:20]}.npz"
     arrays = None if path is None else _load(path, key, size)
     if arrays is None:
         arrays = _generate(fonts, chars, key, opts, (s_fonts, s_draw))

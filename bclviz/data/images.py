@@ -1,12 +1,18 @@
 """Real image data that works offline: scikit-learn digits and Fashion-MNIST.
 
+``digits`` needs scikit-learn, which is not in the core install (it comes with the
+``lab`` extra: ``pip install 'bclviz[lab]'``); it is imported only when digits are
+loaded, so this module imports without it.
+
 Fashion-MNIST is read from local IDX files (gzip or plain). Places searched, in order
 (see :func:`fashion_mnist_search_paths`):
 
 1. the ``root`` argument, if given;
 2. the folder in the environment variable ``BCLVIZ_FASHION_MNIST``;
 3. ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``);
-4. ``~/.cache/bclviz/fashion-mnist``.
+4. the ``fashion-mnist/`` folder of the cache root (:func:`fashion_mnist_cache_dir`:
+   ``$BCLVIZ_CACHE/fashion-mnist`` when that variable is set, else
+   ``$XDG_CACHE_HOME/bclviz/fashion-mnist`` or ``~/.cache/bclviz/fashion-mnist``).
 
 Each place may hold the four IDX files directly or in torchvision's layout
 ``<place>/FashionMNIST/raw/``. Nothing is downloaded unless ``download=True``.
@@ -23,6 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from bclviz import cache
 from bclviz.data import splits
 from bclviz.data.base import BCLData, Labeled
 
@@ -30,6 +37,7 @@ __all__ = [
     "load_digits_arrays",
     "load_fashion_mnist",
     "fashion_mnist_search_paths",
+    "fashion_mnist_cache_dir",
     "read_idx",
     "image_bcl_data",
 ]
@@ -40,7 +48,11 @@ Protocol = Literal["closed-set", "open-set"]
 
 FASHION_MNIST_ENV = "BCLVIZ_FASHION_MNIST"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-CACHE_FASHION_MNIST = Path("~/.cache/bclviz/fashion-mnist")
+#: where Fashion-MNIST is looked for last and downloaded to; None (the default) means
+#: ``bclviz.cache.cache_dir("fashion-mnist")``, resolved at each call. Set it to a folder
+#: to override (tests do). See :func:`fashion_mnist_cache_dir`.
+CACHE_FASHION_MNIST: Path | None = None
+_LAB_HINT = "pip install 'bclviz[lab]'"
 FASHION_MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",
@@ -63,6 +75,11 @@ def load_digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     -------
     x : torch.Tensor of float32, shape (1797, 1, 8, 8), values in [0, 1]
     y : torch.Tensor of int64, shape (1797,)
+
+    Raises
+    ------
+    ImportError
+        scikit-learn is not installed; the message says ``pip install 'bclviz[lab]'``.
     """
     x, y = _digits_uint8()
     return torch.from_numpy(x.astype(np.float32) / 16.0), torch.from_numpy(y.astype(np.int64))
@@ -70,7 +87,13 @@ def load_digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 
 @functools.lru_cache(maxsize=1)
 def _digits_uint8() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise ImportError(
+            f"the digits dataset needs scikit-learn, which is not installed: {_LAB_HINT} "
+            f"(scikit-learn comes with the lab extra)"
+        ) from err
 
     bunch = load_digits()
     x = bunch.images.astype(np.uint8)[:, None]  # pixel values are integers 0..16
@@ -129,6 +152,14 @@ def read_idx(path: str | os.PathLike, *, magic: Literal[2049, 2051]) -> np.ndarr
     return out
 
 
+def fashion_mnist_cache_dir() -> Path:
+    """Fashion-MNIST's folder under the cache root (:func:`bclviz.cache.cache_dir`),
+    read from the environment at each call; :data:`CACHE_FASHION_MNIST` overrides it."""
+    if CACHE_FASHION_MNIST is not None:
+        return Path(CACHE_FASHION_MNIST).expanduser()
+    return cache.cache_dir("fashion-mnist")
+
+
 def fashion_mnist_search_paths(root: str | os.PathLike | None = None) -> list[Path]:
     """The places :func:`load_fashion_mnist` looks in, in order."""
     places = []
@@ -137,7 +168,7 @@ def fashion_mnist_search_paths(root: str | os.PathLike | None = None) -> list[Pa
     env = os.environ.get(FASHION_MNIST_ENV)
     if env:
         places.append(Path(env).expanduser())
-    places += [Path(DEBIAN_FASHION_MNIST).expanduser(), Path(CACHE_FASHION_MNIST).expanduser()]
+    places += [Path(DEBIAN_FASHION_MNIST).expanduser(), fashion_mnist_cache_dir()]
     return places
 
 
@@ -187,7 +218,8 @@ def load_fashion_mnist(
     root : folder holding the four IDX files (or ``FashionMNIST/raw/`` under it);
         searched first, before the places listed in the module docstring.
     download : when no local copy is found, fetch one with torchvision into ``root``
-        (default ``~/.cache/bclviz/fashion-mnist``). Needs internet access.
+        (default :func:`fashion_mnist_cache_dir`, ``$BCLVIZ_CACHE/fashion-mnist`` when
+        that variable is set). Needs internet access.
 
     Returns
     -------
@@ -210,7 +242,7 @@ def load_fashion_mnist(
     if files is None and download:
         from torchvision.datasets import FashionMNIST
 
-        target = Path(CACHE_FASHION_MNIST if root is None else root).expanduser()
+        target = fashion_mnist_cache_dir() if root is None else Path(root).expanduser()
         FashionMNIST(str(target), train=True, download=True)
         files = _locate_fashion_mnist([target])
     if files is None:
@@ -256,7 +288,8 @@ def image_bcl_data(
 
     Parameters
     ----------
-    name : "digits" (scikit-learn, 8x8) or "fashion-mnist" (28x28, local copy).
+    name : "digits" (scikit-learn, 8x8; needs scikit-learn) or "fashion-mnist" (28x28,
+        local copy).
     seed : every random choice (splits, subsampling) derives from it.
     setting : "extended-data" (old model: ``old_ratio`` of each class's training images)
         or "extended-class" (old model: all images of ``ceil(old_ratio * C)`` classes,

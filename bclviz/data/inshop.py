@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 import numpy as np
 
-from bclviz.data.benchmarks import ImageList, check_images_exist
+from bclviz.data.formats import ImageList, check_images_exist
 
 __all__ = ["load_inshop", "PARTITION_FILE"]
 

@@ -9,7 +9,7 @@ datasets far larger than memory.
 
 Decoding is deterministic (resize to ``image_size``, values in [0, 1], optional
 per-channel normalisation) and identical to
-:class:`~bclviz.data.benchmarks.ImageListDataset` with :func:`default_transform`.
+:class:`~bclviz.data.formats.ImageListDataset` with :func:`default_transform`.
 There is no training augmentation (random crops, flips): every epoch sees the same
 pixels.
 """
@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from bclviz.data.benchmarks import ImageList, default_transform
+from bclviz.data.formats import ImageList, default_transform
 
 __all__ = ["LazyImages", "IMAGENET_MEAN", "IMAGENET_STD", "image_size_pair"]
 
@@ -46,7 +46,7 @@ def image_size_pair(image_size) -> tuple[int, int]:
 
 
 class LazyImages:
-    """The images of an :class:`~bclviz.data.benchmarks.ImageList`, decoded when indexed.
+    """The images of an :class:`~bclviz.data.formats.ImageList`, decoded when indexed.
 
     Parameters
     ----------

@@ -1,419 +1,253 @@
-"""One backward-compatible update on a real benchmark read from a local copy.
+"""The dataset registry: every dataset's name, builder, accepted options and defaults.
 
-Each builder turns a dataset folder into a :class:`~bclviz.data.base.BCLData` that
-:func:`bclviz.runner.run_training` and the trainer use as they are; image files stay on
-disk (:class:`~bclviz.data.lazy.LazyImages`), CIFAR-100 is held in memory.
+A :class:`DatasetSpec` declares one dataset: its builder as ``"module:function"``
+(imported on first use, so ``import bclviz.data`` needs neither torchvision nor PIL),
+the ``data_options`` the builder accepts besides ``seed``, and, for the demo sets, the
+default experiment settings that :func:`bclviz.config.default_experiment` starts from.
+Everything that names a dataset (:func:`load_dataset`, the CLI, run configs, the demo)
+reads this registry; ``tests/test_datasets.py`` checks every declared ``options`` tuple
+against its builder's keyword parameters.
 
-============  ==============================  ======================================  ==========
-name          training (old -> new)           evaluation                              headline
-============  ==============================  ======================================  ==========
-gldv2         extended-class, 30% -> 100%     private retrieval queries vs index,     mAP@100
-              of the landmarks                per-query relevance
-inshop        extended-class, 30% -> 100%     query vs gallery, item ids (open-set)   R@1
-              of the training items
-cifar100      classes 0..49 -> 0..99          test images, leave-one-out (closed)     mAP@100
-imagefolder   extended-class, 50% -> 100%     held-out images per class,              mAP@100
-                                              leave-one-out (closed-set)
-============  ==============================  ======================================  ==========
+Built in, in this order: the demo sets ``toy``, ``digits``, ``fashion-mnist``,
+``glyphs`` and the benchmarks ``gldv2``, ``inshop``, ``cifar100``, ``imagefolder``
+(builders in :mod:`bclviz.data.benchmarks`; they need ``root=``). Add your own with::
 
-All builders take ``root`` (required), ``seed`` and ``old_ratio``, and ``max_classes``
-/ ``max_images`` to cut the training source down for quick trials (random classes,
-then a stratified sample of images, both drawn from ``seed``). Images are resized to
-``image_size`` without cropping or augmentation.
+    register_dataset(DatasetSpec("mine", "mypackage.data:mine_data", "benchmark",
+                                 options=("root", "image_size")))
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import math
-import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+import copy
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import torch
-
-from bclviz.data import splits
-from bclviz.data.base import BCLData, Labeled
-from bclviz.data.benchmarks import ImageList, split_extended_class
-from bclviz.data.lazy import IMAGENET_MEAN, IMAGENET_STD, LazyImages, image_size_pair
+if TYPE_CHECKING:
+    from bclviz.data.base import BCLData
 
 __all__ = [
-    "BENCHMARKS", "load_benchmark", "gldv2_data", "inshop_data", "cifar100_data",
-    "imagefolder_data", "limit_classes",
+    "DatasetSpec", "register_dataset", "get_dataset", "list_datasets", "load_dataset",
+    "BENCHMARKS", "load_benchmark", "KINDS",
 ]  # fmt: skip
 
-GLDV2_HOWTO = (
-    "Get GLDv2 with the download scripts of https://github.com/cvdfoundation/google-landmark "
-    "into one folder holding train/, index/, test/, train_clean.csv, index.csv and "
-    "retrieval_solution_v2.1.csv (docs/full_runs.md)."
-)
-INSHOP_HOWTO = (
-    "Get DeepFashion In-shop Clothes Retrieval "
-    "(http://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html): unzip img.zip "
-    "into the folder and copy Eval/list_eval_partition.txt next to img/ (docs/full_runs.md)."
-)
-CIFAR100_HOWTO = (
-    "Extract cifar-100-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz) "
-    "into the folder, or set data_options.download: true (needs internet)."
-)
-IMAGEFOLDER_HOWTO = "Point it at a folder laid out as root/<class name>/<image file>."
+#: the kinds of dataset: small demo sets with default experiments, and real benchmarks
+KINDS = ("demo", "benchmark")
 
 
-# ----------------------------------------------------------------------------- helpers
-def _root(root, name: str, howto: str) -> Path:
-    if root is None:
-        raise ValueError(
-            f"dataset {name!r} needs data_options.root, the folder holding the data. {howto}"
-        )
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"{name} root {path} does not exist or is not a folder. {howto}")
-    return path
+class _Defaults(Mapping):
+    """A read-only copy of plain (YAML-like) settings; every lookup returns a fresh copy,
+    so a config built from it cannot change the registered defaults."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = copy.deepcopy(dict(values))
+
+    def __getitem__(self, key: str) -> Any:
+        return copy.deepcopy(self._values[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return repr(self._values)
 
 
-def _optional_int(value, name: str, low: int) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                              or value < low):
-        raise ValueError(f"{name} must be an integer >= {low} or null, got {value!r}")
-    return None if value is None else int(value)
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registered dataset.
 
-
-def _seeds(seed: int, n: int) -> list[int]:
-    seed = splits._check_seed(seed)
-    return [int(c.generate_state(1)[0]) for c in np.random.SeedSequence(seed).spawn(n)]
-
-
-def limit_classes(
-    image_list: ImageList, *, max_classes: int | None = None, max_images: int | None = None,
-    seed: int = 0,
-) -> ImageList:
-    """At most ``max_classes`` random classes, then at most ``max_images`` images of them.
-
-    Images are drawn by :func:`bclviz.data.splits.stratified_subsample`; classes left
-    without an image are dropped. Labels are made contiguous again (``0..C'-1`` in the
-    original label order) and ``class_ids`` follow. ``None`` keeps everything.
-    """
-    max_classes = _optional_int(max_classes, "max_classes", 2)
-    max_images = _optional_int(max_images, "max_images", 2)
-    y = np.asarray(image_list.labels)
-    rng = np.random.default_rng(splits._check_seed(seed))
-    keep = np.arange(len(y))
-    if max_classes is not None and max_classes < image_list.num_classes:
-        chosen = rng.choice(image_list.num_classes, size=max_classes, replace=False)
-        keep = np.flatnonzero(np.isin(y, chosen))
-    if max_images is not None and max_images < len(keep):
-        keep = keep[splits.stratified_subsample(y[keep], size=max_images, seed=int(rng.integers(2**31)))]
-    if len(keep) == len(y):
-        return image_list
-    present = np.unique(y[keep])
-    return ImageList(
-        tuple(image_list.paths[i] for i in keep), np.searchsorted(present, y[keep]),
-        tuple(image_list.class_ids[c] for c in present), image_list.root,
-    )
-
-
-def _images(image_list: ImageList, size: tuple[int, int], normalize: bool, workers: int) -> LazyImages:
-    if not isinstance(normalize, bool):
-        raise ValueError(f"normalize must be true or false, got {normalize!r}")
-    stats = (IMAGENET_MEAN, IMAGENET_STD) if normalize else (None, None)
-    return LazyImages(image_list, image_size=size, mean=stats[0], std=stats[1], workers=workers)
-
-
-def _labeled(image_list: ImageList, size, normalize, workers, labels=None) -> Labeled:
-    y = image_list.labels if labels is None else labels
-    return Labeled(_images(image_list, size, normalize, workers), torch.from_numpy(np.array(y, dtype=np.int64)))
-
-
-def _extended_class(train: ImageList, old_ratio: float, seed: int, size, normalize, workers):
-    """``(old_train, new_train, num_old_classes, class_ids in new-label order)``."""
-    if train.num_classes < 2:
-        raise ValueError(
-            f"the training images hold {train.num_classes} class; an extended-class update needs "
-            "at least 2 (raise max_classes / max_images)"
-        )
-    splits._check_ratio(old_ratio, "old_ratio", allow_one=False)
-    old, new = split_extended_class(train, ratio=old_ratio, seed=seed)
-    return (_labeled(old, size, normalize, workers), _labeled(new, size, normalize, workers),
-            old.num_classes, new.class_ids)
-
-
-# ----------------------------------------------------------------------------- GLDv2
-def gldv2_data(
-    *,
-    root: str | os.PathLike | None = None,
-    seed: int = 0,
-    image_size: int | Sequence[int] = 224,
-    old_ratio: float = 0.3,
-    max_classes: int | None = None,
-    max_images: int | None = None,
-    max_queries: int | None = None,
-    max_index: int | None = None,
-    train_csv: str = "train_clean.csv",
-    min_images_per_class: int = 1,
-    usage: Sequence[str] = ("Private",),
-    check_files: bool = True,
-    normalize: bool = False,
-    workers: int = 8,
-) -> BCLData:
-    """Google Landmarks v2: extended-class training, retrieval scored by mAP@100.
-
-    Parameters
+    Attributes
     ----------
-    root : folder with the layout of :mod:`bclviz.data.gldv2`.
-    seed : which landmarks are old, and every subsample.
-    image_size : int or [h, w], default 224.
-    old_ratio : fraction of the training landmarks the old model sees, default 0.3.
-    max_classes, max_images : cap on the training landmarks / images (quick trials).
-    max_queries : keep this many random queries (of those with a relevant image).
-    max_index : keep at most this many index images: all images relevant to a kept
-        query, plus random distractors up to the cap.
-    train_csv, min_images_per_class : see :func:`bclviz.data.gldv2.load_gldv2_train`.
-    usage : solution rows to evaluate on, default ("Private",) (the usual report).
-        Queries without any relevant image ("Ignored") are always dropped.
-    check_files : check that every listed image exists before training (slow on
-        millions of files; a missing one then fails when it is read).
-    normalize : ImageNet mean/std normalisation (for pretrained weights).
-    workers : decoding threads per batch.
-
-    Returns
-    -------
-    BCLData
-        ``query`` and ``gallery`` (the index) are unlabeled (-1); ``relevance[q]`` holds
-        the gallery positions relevant to query ``q``.
+    name : the name used everywhere (``load_dataset(name)``, ``dataset:`` in configs).
+    builder : ``"module:function"``; the function takes ``seed=`` and the ``options`` as
+        keywords and returns a :class:`~bclviz.data.base.BCLData`.
+    kind : ``"demo"`` or ``"benchmark"``.
+    options : the ``data_options`` the builder accepts, besides ``seed``.
+    experiment : default :class:`~bclviz.config.ExperimentConfig` fields as plain dicts
+        (``{"old_model": {"name": "cnn", "dim": 32, ...}, "old_train": {...}}``); demo
+        sets only. Read-only; each lookup returns a copy.
+    description : one line for listings.
     """
-    from bclviz.data.gldv2 import load_gldv2_retrieval, load_gldv2_train
 
-    path = _root(root, "gldv2", GLDV2_HOWTO)
-    size = image_size_pair(image_size)
-    usage = (usage,) if isinstance(usage, str) else tuple(usage)
-    max_queries = _optional_int(max_queries, "max_queries", 1)
-    max_index = _optional_int(max_index, "max_index", 1)
-    s_limit, s_old, s_eval = _seeds(seed, 3)
-    train = load_gldv2_train(path, csv=train_csv, min_images_per_class=min_images_per_class,
-                             check_files=check_files)
-    train = limit_classes(train, max_classes=max_classes, max_images=max_images, seed=s_limit)
-    old_train, new_train, n_old, class_ids = _extended_class(train, old_ratio, s_old, size, normalize, workers)
+    name: str
+    builder: str
+    kind: Literal["demo", "benchmark"]
+    options: tuple[str, ...]
+    experiment: Mapping[str, Any] | None = field(default=None, hash=False)
+    description: str = ""
 
-    split = load_gldv2_retrieval(path, usage=usage, check_files=check_files)
-    rng = np.random.default_rng(s_eval)
-    queries = np.asarray([q for q, r in enumerate(split.relevant) if r.size], dtype=np.int64)
-    if queries.size == 0:
-        raise ValueError(f"{path}: no retrieval query with usage in {usage} has a relevant index image")
-    if max_queries is not None and max_queries < queries.size:
-        queries = np.sort(rng.choice(queries, size=max_queries, replace=False))
-    relevant = [split.relevant[q] for q in queries]
-    index = np.arange(len(split.index))
-    if max_index is not None and max_index < index.size:
-        needed = np.unique(np.concatenate(relevant))
-        others = np.setdiff1d(index, needed)
-        extra = rng.choice(others, size=min(others.size, max(0, max_index - needed.size)), replace=False)
-        index = np.sort(np.concatenate([needed, extra]))
-        relevant = [np.searchsorted(index, r) for r in relevant]
-    query_list, index_list = split.query.subset(queries), split.index.subset(index)
-    info = {
-        "root": str(path), "seed": seed, "setting": "extended-class", "protocol": "open-set",
-        "old_ratio": float(old_ratio), "image_size": list(size), "usage": list(usage),
-        "n_old_train": len(old_train), "n_new_train": len(new_train),
-        "n_queries": len(query_list), "n_index": len(index_list),
-        "num_classes": len(class_ids), "num_old_classes": n_old,
-    }  # fmt: skip
-    return BCLData(
-        name="gldv2", old_train=old_train, new_train=new_train,
-        query=_labeled(query_list, size, normalize, workers),
-        gallery=_labeled(index_list, size, normalize, workers),
-        num_classes=len(class_ids), num_old_classes=n_old, input_shape=(3, *size),
-        info=info, relevance=tuple(np.asarray(r, dtype=np.int64) for r in relevant),
-    )
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"DatasetSpec.name must be a non-empty string, got {self.name!r}")
+        module, _, function = self.builder.partition(":") if isinstance(self.builder, str) else ("", "", "")
+        if not module or not function or ":" in function:
+            raise ValueError(f"DatasetSpec.builder must be 'module:function', got {self.builder!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"DatasetSpec.kind must be one of {list(KINDS)}, got {self.kind!r}")
+        options = (self.options,) if isinstance(self.options, str) else tuple(self.options)
+        if not all(isinstance(o, str) and o for o in options) or len(set(options)) != len(options):
+            raise ValueError(f"DatasetSpec.options must be distinct option names, got {self.options!r}")
+        if "seed" in options:
+            raise ValueError("DatasetSpec.options must not list 'seed' (every builder takes it)")
+        object.__setattr__(self, "options", options)
+        if self.experiment is not None:
+            if not isinstance(self.experiment, Mapping) or not all(isinstance(k, str) for k in self.experiment):
+                raise ValueError(f"DatasetSpec.experiment must be a mapping of field names, got {self.experiment!r}")
+            object.__setattr__(self, "experiment", _Defaults(self.experiment))
 
+    def resolve(self) -> Callable[..., BCLData]:
+        """The builder function (its module is imported now, if it was not yet)."""
+        module, _, function = self.builder.partition(":")
+        try:
+            return getattr(importlib.import_module(module), function)
+        except AttributeError:
+            raise ImportError(f"dataset {self.name!r}: module {module!r} has no builder {function!r}") from None
 
-# ----------------------------------------------------------------------------- In-shop
-def inshop_data(
-    *,
-    root: str | os.PathLike | None = None,
-    seed: int = 0,
-    image_size: int | Sequence[int] = 224,
-    old_ratio: float = 0.3,
-    max_classes: int | None = None,
-    max_images: int | None = None,
-    max_eval_classes: int | None = None,
-    check_files: bool = True,
-    normalize: bool = False,
-    workers: int = 8,
-) -> BCLData:
-    """DeepFashion In-shop: extended-class training on item ids, query vs gallery.
-
-    Parameters
-    ----------
-    root : folder holding ``list_eval_partition.txt`` and ``img/``.
-    old_ratio : fraction of the training items the old model sees, default 0.3.
-    max_classes, max_images : cap on the training items / images (quick trials).
-    max_eval_classes : keep the query and gallery images of this many random test items.
-    Others as in :func:`gldv2_data`.
-
-    Returns
-    -------
-    BCLData
-        Query and gallery labels are the test item ids (disjoint from training items);
-        ``headline`` is ``"R@1"``, the In-shop convention.
-    """
-    from bclviz.data.inshop import load_inshop
-
-    path = _root(root, "inshop", INSHOP_HOWTO)
-    size = image_size_pair(image_size)
-    max_eval_classes = _optional_int(max_eval_classes, "max_eval_classes", 1)
-    s_limit, s_old, s_eval = _seeds(seed, 3)
-    parts = load_inshop(path, check_files=check_files)
-    train = limit_classes(parts["train"], max_classes=max_classes, max_images=max_images, seed=s_limit)
-    old_train, new_train, n_old, class_ids = _extended_class(train, old_ratio, s_old, size, normalize, workers)
-    query, gallery = parts["query"], parts["gallery"]
-    query_items = np.unique(query.labels)
-    if max_eval_classes is not None and max_eval_classes < query_items.size:
-        items = np.random.default_rng(s_eval).choice(query_items, size=max_eval_classes, replace=False)
-        query = query.subset(np.flatnonzero(np.isin(query.labels, items)))
-        gallery = gallery.subset(np.flatnonzero(np.isin(gallery.labels, items)))
-    if len(query) == 0 or len(gallery) == 0:
-        raise ValueError(f"{path}: the partition file lists {len(query)} query and {len(gallery)} gallery images; "
-                         "both are needed")
-    info = {
-        "root": str(path), "seed": seed, "setting": "extended-class", "protocol": "open-set",
-        "old_ratio": float(old_ratio), "image_size": list(size),
-        "n_old_train": len(old_train), "n_new_train": len(new_train),
-        "n_queries": len(query), "n_gallery": len(gallery),
-        "num_classes": len(class_ids), "num_old_classes": n_old,
-    }  # fmt: skip
-    return BCLData(
-        name="inshop", old_train=old_train, new_train=new_train,
-        query=_labeled(query, size, normalize, workers), gallery=_labeled(gallery, size, normalize, workers),
-        num_classes=len(class_ids), num_old_classes=n_old, input_shape=(3, *size),
-        info=info, headline="R@1",
-    )
+    def build(self, *, seed: int = 0, **options) -> BCLData:
+        """``builder(seed=seed, **options)``; an option not in :attr:`options` is a ``ValueError``."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(
+                f"unknown data_options {unknown} for dataset {self.name!r}; allowed: {list(self.options)}"
+            )
+        return self.resolve()(seed=seed, **options)
 
 
-# ----------------------------------------------------------------------------- CIFAR-100
-def cifar100_data(
-    *,
-    root: str | os.PathLike | None = None,
-    seed: int = 0,
-    image_size: int | Sequence[int] = 32,
-    old_ratio: float = 0.5,
-    max_classes: int | None = None,
-    max_images: int | None = None,
-    download: bool = False,
-) -> BCLData:
-    """CIFAR-100 "50 -> 100" (FCT, BT^2), in memory.
-
-    The old model trains on classes ``0..ceil(old_ratio * C) - 1`` (the fixed protocol
-    classes, not random), the new model on all ``C``; evaluation is closed-set on the
-    test images of those classes (leave-one-out).
-
-    Parameters
-    ----------
-    root : folder holding ``cifar-100-python/``.
-    image_size : default 32 (native); other sizes are resized bilinearly (all images
-        are held in memory: 50000 x 3 x s x s float32).
-    max_classes : keep classes ``0..max_classes-1`` only.
-    max_images : stratified cap on the training images (drawn from ``seed``).
-    download : fetch the archive into ``root`` with torchvision (needs internet).
-    """
-    from bclviz.data.benchmarks import cifar_protocol_from_arrays, load_cifar100
-
-    if root is None:
-        raise ValueError(f"dataset 'cifar100' needs data_options.root, the folder holding the data. {CIFAR100_HOWTO}")
-    path = Path(root).expanduser()
-    if not download and not (path / "cifar-100-python").is_dir():
-        raise FileNotFoundError(f"cifar100 root {path} holds no cifar-100-python/ folder. {CIFAR100_HOWTO}")
-    size = image_size_pair(image_size)
-    max_classes = _optional_int(max_classes, "max_classes", 2)
-    max_images = _optional_int(max_images, "max_images", 2)
-    (s_limit,) = _seeds(seed, 1)
-    x_tr, y_tr, x_te, y_te = load_cifar100(path, download=download)
-    if max_classes is not None and max_classes < 100:
-        tr, te = y_tr < max_classes, y_te < max_classes
-        x_tr, y_tr, x_te, y_te = x_tr[tr], y_tr[tr], x_te[te], y_te[te]
-    if max_images is not None and max_images < len(y_tr):
-        keep = torch.from_numpy(splits.stratified_subsample(y_tr.numpy(), size=max_images, seed=s_limit))
-        x_tr, y_tr = x_tr[keep], y_tr[keep]
-        if len(torch.unique(y_tr)) < int(y_tr.max()) + 1:
-            raise ValueError(f"max_images={max_images} leaves some classes without a training image")
-    if size != (32, 32):
-        resize = torch.nn.functional.interpolate
-        x_tr = resize(x_tr, size=size, mode="bilinear", antialias=True, align_corners=False)
-        x_te = resize(x_te, size=size, mode="bilinear", antialias=True, align_corners=False)
-    n_classes = int(y_tr.max()) + 1
-    splits._check_ratio(old_ratio, "old_ratio", allow_one=False)
-    old_classes = min(max(math.ceil(round(old_ratio * n_classes, 9)), 1), n_classes - 1)
-    data = cifar_protocol_from_arrays(x_tr, y_tr, x_te, y_te, old_classes=old_classes)
-    info = {**data.info, "root": str(path), "seed": seed, "image_size": list(size), "old_ratio": float(old_ratio)}
-    return dataclasses.replace(data, info=info)
+_REGISTRY: dict[str, DatasetSpec] = {}
 
 
-# ----------------------------------------------------------------------------- folders
-def imagefolder_data(
-    *,
-    root: str | os.PathLike | None = None,
-    seed: int = 0,
-    image_size: int | Sequence[int] = 224,
-    old_ratio: float = 0.5,
-    test_ratio: float = 0.2,
-    max_classes: int | None = None,
-    max_images: int | None = None,
-    normalize: bool = False,
-    workers: int = 8,
-) -> BCLData:
-    """Any ``root/<class>/<image>`` tree: extended-class update, closed-set evaluation.
-
-    ``test_ratio`` of each class's images (at least one, when the class has two) are
-    held out (:func:`bclviz.data.splits.closed_set`) and used as query and gallery with
-    leave-one-out; the rest train the models, the old one on ``old_ratio`` of the
-    classes. ``max_classes`` / ``max_images`` apply before the hold-out.
-    """
-    from bclviz.data.benchmarks import load_image_folder
-
-    path = _root(root, "imagefolder", IMAGEFOLDER_HOWTO)
-    size = image_size_pair(image_size)
-    s_limit, s_split, s_old = _seeds(seed, 3)
-    images = limit_classes(load_image_folder(path), max_classes=max_classes, max_images=max_images, seed=s_limit)
-    train_index, test_index = splits.closed_set(images.labels, test_ratio=test_ratio, seed=s_split)
-    if test_index.size < 2:
-        raise ValueError(f"{path}: the hold-out keeps {test_index.size} image(s); evaluation needs at least 2 "
-                         "(add images, or raise test_ratio)")
-    train, test = images.subset(train_index), images.subset(test_index)
-    old_train, new_train, n_old, class_ids = _extended_class(train, old_ratio, s_old, size, normalize, workers)
-    label_of = {c: i for i, c in enumerate(class_ids)}
-    test_labels = np.asarray([label_of[test.class_ids[c]] for c in test.labels], dtype=np.int64)
-    evaluation = _labeled(test, size, normalize, workers, labels=test_labels)
-    info = {
-        "root": str(path), "seed": seed, "setting": "extended-class", "protocol": "closed-set",
-        "old_ratio": float(old_ratio), "test_ratio": float(test_ratio), "image_size": list(size),
-        "n_old_train": len(old_train), "n_new_train": len(new_train), "n_eval": len(evaluation),
-        "class_ids": [str(c) for c in class_ids],
-    }  # fmt: skip
-    return BCLData(
-        name="imagefolder", old_train=old_train, new_train=new_train, query=evaluation, gallery=evaluation,
-        num_classes=len(class_ids), num_old_classes=n_old, input_shape=(3, *size),
-        query_is_gallery=True, info=info,
-    )
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add ``spec`` under ``spec.name``; a name can be registered once (``ValueError``)."""
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(f"register_dataset takes a DatasetSpec, got {type(spec).__name__}")
+    if spec.name in _REGISTRY:
+        raise ValueError(f"dataset {spec.name!r} is already registered (by {_REGISTRY[spec.name].builder})")
+    _REGISTRY[spec.name] = spec
+    return spec
 
 
-# ----------------------------------------------------------------------------- registry
-#: builders by dataset name; their keyword arguments are a run config's ``data_options``
-BENCHMARKS: dict[str, Callable[..., BCLData]] = {
-    "gldv2": gldv2_data,
-    "inshop": inshop_data,
-    "cifar100": cifar100_data,
-    "imagefolder": imagefolder_data,
-}
+def get_dataset(name: str) -> DatasetSpec:
+    """The spec registered as ``name``; ``ValueError`` listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown dataset {name!r}; choose one of {list_datasets()}") from None
+
+
+def list_datasets(kind: str | None = None) -> list[str]:
+    """Registered names in registration order, all or those of one ``kind``."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; choose one of {list(KINDS)} or None")
+    return [name for name, spec in _REGISTRY.items() if kind is None or spec.kind == kind]
+
+
+def load_dataset(name: str, *, seed: int = 0, **options) -> BCLData:
+    """Build the named dataset: ``get_dataset(name).build(seed=seed, **options)``."""
+    return get_dataset(name).build(seed=seed, **options)
 
 
 def load_benchmark(name: str, *, seed: int = 0, **options) -> BCLData:
-    """``BENCHMARKS[name](seed=seed, **options)``; unknown options are named in the error."""
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARKS)}")
-    builder = BENCHMARKS[name]
-    allowed = [p for p in inspect.signature(builder).parameters if p != "seed"]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown data_options {unknown} for dataset {name!r}; allowed: {allowed}")
-    return builder(seed=seed, **options)
+    """:func:`load_dataset` restricted to the benchmarks."""
+    if name not in list_datasets("benchmark"):
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {list_datasets('benchmark')}")
+    return load_dataset(name, seed=seed, **options)
+
+
+class _Builders(Mapping):
+    """Read-only ``name -> builder function`` of the registered benchmarks (resolved on access)."""
+
+    def __getitem__(self, name: str) -> Callable[..., BCLData]:
+        if name not in list_datasets("benchmark"):
+            raise KeyError(name)
+        return _REGISTRY[name].resolve()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list_datasets("benchmark"))
+
+    def __len__(self) -> int:
+        return len(list_datasets("benchmark"))
+
+    def __repr__(self) -> str:
+        return f"BENCHMARKS({ {name: _REGISTRY[name].builder for name in self} })"
+
+
+#: benchmark builders by name (a view of the registry); their keywords are ``data_options``
+BENCHMARKS: Mapping[str, Callable[..., BCLData]] = _Builders()
+
+# builders that lived here before bclviz.data.benchmarks; importable from here still
+_MOVED = ("gldv2_data", "inshop_data", "cifar100_data", "imagefolder_data", "limit_classes")
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module("bclviz.data.benchmarks"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ----------------------------------------------------------------------------- built in
+def _models(dim: int, old: dict, new: dict, name: str = "cnn") -> dict:
+    return {"old_model": {"name": name, "dim": dim, "options": old},
+            "new_model": {"name": name, "dim": dim, "options": new}}  # fmt: skip
+
+
+def _training(**train) -> dict:
+    return {"old_train": dict(train), "new_train": dict(train)}
+
+
+_IMAGE_OPTIONS = ("setting", "old_ratio", "protocol", "max_train", "max_eval", "root", "download")
+_LAZY_IMAGE_OPTIONS = ("check_files", "normalize", "workers")
+
+for _spec in (
+    DatasetSpec(
+        "toy", "bclviz.data.toy:make_toy", "demo",
+        ("num_superclasses", "siblings", "coarse_dim", "fine_dim", "separation", "fine_separation",
+         "noise", "fine_visibility", "train_per_class", "eval_per_class", "old_ratio"),
+        {**_models(16, {"hidden": 64}, {"hidden": 128}, name="mlp"), **_training(epochs=8, lr=5e-3)},
+        "crowded Gaussian toy: sibling classes collapse in the old model's coarse view",
+    ),
+    DatasetSpec(
+        "digits", "bclviz.data.demos:digits_data", "demo", _IMAGE_OPTIONS,
+        {**_models(32, {"width": 8}, {"width": 32}), **_training(epochs=15, batch_size=64)},
+        "scikit-learn 8x8 digits, offline",
+    ),
+    DatasetSpec(
+        "fashion-mnist", "bclviz.data.demos:fashion_mnist_data", "demo", _IMAGE_OPTIONS,
+        {**_models(64, {"width": 8}, {"width": 16}), **_training(epochs=3)},
+        "Fashion-MNIST 28x28 from a local copy",
+    ),
+    DatasetSpec(
+        "glyphs", "bclviz.data.glyphs:make_glyphs", "demo",
+        ("size", "images_per_font", "classes", "train_fonts", "eval_fonts", "old_ratio", "cache_dir",
+         "font_dir", "max_rotation", "max_shift", "scale_range"),
+        {**_models(64, {"width": 8}, {"width": 16}), **_training(epochs=6)},
+        "characters rendered in many fonts, open-set by font",
+    ),
+    DatasetSpec(
+        "gldv2", "bclviz.data.benchmarks:gldv2_data", "benchmark",
+        ("root", "image_size", "old_ratio", "max_classes", "max_images", "max_queries", "max_index",
+         "train_csv", "min_images_per_class", "usage", *_LAZY_IMAGE_OPTIONS),
+        description="Google Landmarks v2 retrieval, mAP@100",
+    ),
+    DatasetSpec(
+        "inshop", "bclviz.data.benchmarks:inshop_data", "benchmark",
+        ("root", "image_size", "old_ratio", "max_classes", "max_images", "max_eval_classes",
+         *_LAZY_IMAGE_OPTIONS),
+        description="DeepFashion In-shop query vs gallery, R@1",
+    ),
+    DatasetSpec(
+        "cifar100", "bclviz.data.benchmarks:cifar100_data", "benchmark",
+        ("root", "image_size", "old_ratio", "max_classes", "max_images", "download"),
+        description="CIFAR-100 50 -> 100 classes, in memory",
+    ),
+    DatasetSpec(
+        "imagefolder", "bclviz.data.benchmarks:imagefolder_data", "benchmark",
+        ("root", "image_size", "old_ratio", "test_ratio", "max_classes", "max_images", "normalize", "workers"),
+        description="any root/<class>/<image> tree, closed-set",
+    ),
+):
+    register_dataset(_spec)
+del _spec

@@ -11,7 +11,13 @@ is importable from ``bclviz.plots``.
 - :func:`similarity_heatmaps`, :func:`training_curves`,
   :func:`compatibility_matrix_figure`, :func:`partial_backfill_curve` (data from the
   pure :func:`partial_backfill`).
+
+Adapters that embed with trained models or fit projections (``result_blocks``,
+``three_spaces_from_result``, ``preferred_method``) live in :mod:`bclviz.views`; the old
+names here still work and warn.
 """
+
+import warnings
 
 from ._common import PALETTE, class_colors, trace_uid
 from .diagnostics import (
@@ -21,22 +27,26 @@ from .diagnostics import (
     similarity_heatmaps,
     training_curves,
 )
-from .spaces import (
-    SPACE_BLOCKS,
-    preferred_method,
-    pseudo_old_trace_updates,
-    result_blocks,
-    three_spaces_figure,
-    three_spaces_from_result,
-    update_pseudo_old,
-)
+from .spaces import SPACE_BLOCKS, pseudo_old_trace_updates, three_spaces_figure, update_pseudo_old
 from .tradeoff import pareto_front, sweep_points, tradeoff_figure, tradeoff_points
 
 __all__ = [
     "PALETTE", "class_colors", "three_spaces_figure", "pseudo_old_trace_updates",
-    "update_pseudo_old", "result_blocks", "preferred_method", "three_spaces_from_result",
+    "update_pseudo_old",
     "pareto_front", "tradeoff_points", "tradeoff_figure", "similarity_heatmaps",
     "training_curves", "compatibility_matrix_figure", "partial_backfill",
     "partial_backfill_curve", "trace_uid", "sweep_points", "SPACE_BLOCKS",
 ]
 
+
+
+_MOVED_TO_VIEWS = ("preferred_method", "result_blocks", "three_spaces_from_result")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_VIEWS:
+        from .. import views
+
+        warnings.warn(f"bclviz.plots.{name} moved to bclviz.views.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(views, name)
+    raise AttributeError(f"module 'bclviz.plots' has no attribute {name!r}")

@@ -11,7 +11,6 @@ from plotly.subplots import make_subplots
 from ._common import PALETTE, _keep_uids, _labels, _rows, _scatter, _xyz, class_colors
 
 SPACE_BLOCKS = ("old_features", "new_features", "old_protos", "pseudo_old_protos", "new_protos")
-_PERTURBATION_METHODS = ("ndpp", "odpp")
 
 
 def _segments(start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -146,80 +145,3 @@ def three_spaces_figure(
         fig.update_yaxes(showticklabels=False)
     fig.update_layout(height=height, margin=dict(l=20, r=20, t=50, b=20), legend=dict(orientation="h"))
     return _keep_uids(fig)
-
-
-
-def preferred_method(methods: Sequence[str]) -> str:
-    """The method to show: ``ndpp``, else ``odpp``, else the first non-independent one."""
-    methods = list(methods)
-    for name in (*_PERTURBATION_METHODS, *(m for m in methods if m != "independent"), "independent"):
-        if name in methods:
-            return name
-    raise ValueError("no trained new model to show; the experiment has no methods")
-
-
-def result_blocks(result, method: str, *, max_points: int | None = 2000, seed: int = 0):
-    """Embeddings to project for one method of an :class:`~bclviz.experiment.ExperimentResult`.
-
-    Returns ``(blocks, labels)``: ``blocks`` maps :data:`SPACE_BLOCKS` to numpy arrays
-    (old/new model features of ``result.data.query.x``, at most ``max_points`` rows drawn
-    with ``seed``; the method's ``old_protos``, ``pseudo_old_protos``, ``new_protos``)
-    and ``labels`` holds the classes of the feature rows.
-    """
-    from ..train import embed
-
-    if method not in result.new:
-        raise ValueError(f"method {method!r} was not trained; available: {sorted(result.new)}")
-    x, y = result.data.query.x, np.asarray(result.data.query.y)
-    if max_points is not None and x.shape[0] > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(x.shape[0], max_points, replace=False))
-        x, y = x[keep], y[keep]
-    state = result.new[method].state
-    blocks = {
-        "old_features": embed(result.old.model, x).numpy(),
-        "new_features": embed(result.new[method].model, x).numpy(),
-        "old_protos": state["old_protos"].numpy(),
-        "pseudo_old_protos": state["pseudo_old"].numpy(),
-        "new_protos": state["new_protos"].numpy(),
-    }
-    return blocks, y
-
-
-def three_spaces_from_result(
-    result, method: str | None = None, *, projection="auto", n_components: int = 2,
-    random_state: int = 0, max_points: int | None = 2000,
-) -> go.Figure:
-    """:func:`three_spaces_figure` of a trained experiment.
-
-    Parameters
-    ----------
-    result : ExperimentResult
-    method : str, optional
-        Key of ``result.new``; default :func:`preferred_method`.
-    projection : {"auto", "umap", "pca", "raw"} or SpaceProjection
-        A method name fits (or reuses, via :func:`bclviz.projection.project_spaces`)
-        one joint projection; an unfitted ``SpaceProjection`` is fitted to the blocks;
-        a fitted one places them with ``transform``.
-    n_components : int, default 2
-        2 or 3 (3-D panels) when ``projection`` is a method name.
-    random_state : int, default 0
-        Seed of the projection and of the feature subsample.
-    max_points : int or None, default 2000
-        At most this many query items are drawn (``None``: all).
-    """
-    from ..projection import SpaceProjection, project_spaces
-
-    method = preferred_method(list(result.new)) if method is None else method
-    blocks, labels = result_blocks(result, method, max_points=max_points, seed=random_state)
-    if isinstance(projection, SpaceProjection):
-        if hasattr(projection, "embedding_"):
-            coords = {b: projection.transform(v) for b, v in blocks.items()}
-        else:
-            coords = projection.fit(blocks).embedding_
-    else:
-        proj = project_spaces(blocks, method=projection, n_components=n_components,
-                              random_state=random_state)
-        projection, coords = proj, proj.embedding_
-    fig = three_spaces_figure(coords, labels)
-    fig.update_layout(title=f"{method}: old | pseudo-old | new ({projection.method_})")
-    return fig

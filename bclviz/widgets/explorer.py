@@ -10,7 +10,6 @@ renders it through :meth:`PerturbationExplorer._repr_mimebundle_`.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import time
 from typing import Literal
@@ -18,8 +17,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .. import perturb
+from .. import methods
 from ..config import MethodConfig
+from ..perturb import pseudo_old
 from ..proxies import crowding, drift, recognisability
 
 __all__ = [
@@ -28,14 +28,17 @@ __all__ = [
 ]
 
 PerturbationMethod = Literal["ndpp", "odpp"]
-_METHODS = ("ndpp", "odpp")
+
+
+def _check_method(method: str) -> None:
+    if method not in methods.perturbing_methods():
+        raise ValueError(f"method must be one of {methods.perturbing_methods()}, got {method!r}")
 
 
 def default_k(method: PerturbationMethod) -> int:
-    """The neighbour count ``method`` uses when ``k`` is not given (NDPP 5, ODPP 8)."""
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {list(_METHODS)}, got {method!r}")
-    return inspect.signature(getattr(perturb, method)).parameters["k"].default
+    """The neighbour count ``method`` uses when ``k`` is not given (its registry ``default_k``)."""
+    _check_method(method)
+    return methods.default_k(method)
 
 
 def explorer_state(
@@ -48,6 +51,8 @@ def explorer_state(
     gamma: float = MethodConfig.gamma,
     steps: int = MethodConfig.odpp_steps,
     lr: float = MethodConfig.odpp_lr,
+    eps_mode: str = MethodConfig.eps_mode,
+    neighbor_search: str = MethodConfig.neighbor_search,
     features=None,
     labels=None,
 ) -> dict:
@@ -60,6 +65,11 @@ def explorer_state(
     eps, k, gamma : perturbation magnitude, neighbours, ODPP penalty (ignored by NDPP).
     steps, lr : ODPP optimisation steps and Adam learning rate (from a cold start, so
         the result depends on the parameters only).
+    eps_mode, neighbor_search : the budget mode and old-neighbour search, as in
+        :class:`~bclviz.config.MethodConfig`. The perturbation is computed by the same
+        registered method object training uses (:func:`bclviz.methods.create_method`),
+        so the preview is exactly what a training refresh computes from these
+        prototypes.
     features, labels : optional old-model features (n, d) and their class ids (n,),
         indexing the prototype rows, for the recognisability proxy.
 
@@ -67,20 +77,21 @@ def explorer_state(
     -------
     dict with ``delta`` and ``pseudo_old`` (C, d) tensors and ``proxies``: a dict of
     ``crowding_old``, ``crowding_pseudo_old`` (mean largest cosine to another class),
-    ``drift_deg`` (mean angle between ``q`` and ``p_o``, degrees) and, with features,
+    ``drift_deg`` (mean angle between ``q`` and ``p_o``, degrees), ``delta_mean`` (the
+    realised mean ``||delta[c]||``, at most eps) and, with features,
     ``recognisability`` (top-1 of nearest pseudo-old prototype).
     """
-    if method == "ndpp":
-        delta = perturb.ndpp(old_protos, new_protos, eps=eps, k=k)
-    elif method == "odpp":
-        delta = perturb.odpp(old_protos, new_protos, eps=eps, k=k, steps=steps, gamma=gamma, lr=lr)
-    else:
-        raise ValueError(f"method must be one of {list(_METHODS)}, got {method!r}")
-    q = perturb.pseudo_old(old_protos, delta)
+    _check_method(method)
+    cfg = MethodConfig(name=method, eps=eps, k=k, gamma=gamma, odpp_steps=steps, odpp_lr=lr,
+                       eps_mode=eps_mode, neighbor_search=neighbor_search)
+    old_protos, new_protos = torch.as_tensor(old_protos), torch.as_tensor(new_protos)
+    delta = methods.create_method(cfg).perturb(old_protos, new_protos, None)
+    q = pseudo_old(old_protos, delta)
     proxies = {
         "crowding_old": crowding(old_protos),
         "crowding_pseudo_old": crowding(q),
         "drift_deg": math.degrees(drift(q, old_protos)),
+        "delta_mean": float(delta.norm(dim=1).mean()),
     }
     if features is not None:
         proxies["recognisability"] = recognisability(features, labels, q)
@@ -91,6 +102,7 @@ _PROXY_TEXT = {
     "crowding_old": "crowding old {:.3f}",
     "crowding_pseudo_old": "crowding pseudo-old {:.3f}",
     "drift_deg": "drift {:.2f}&deg;",
+    "delta_mean": "mean ||delta|| {:.3f}",
     "recognisability": "old-gallery recognisability {:.3f}",
 }
 
@@ -154,12 +166,12 @@ class PerturbationExplorer:
         import ipywidgets as w
         import plotly.graph_objects as go
 
-        from ..plots import preferred_method, result_blocks, three_spaces_figure
+        from ..plots import three_spaces_figure
         from ..projection import project_spaces
         from ..train import embed
+        from ..views import preferred_method, result_blocks
 
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {list(_METHODS)}, got {method!r}")
+        _check_method(method)
         if reference is None:
             reference = method if method in result.new else preferred_method(list(result.new))
         if reference not in result.new or "old_protos" not in result.new[reference].state:
@@ -177,18 +189,20 @@ class PerturbationExplorer:
         self.projection = project_spaces(blocks, method=projection, random_state=seed)
         self._old_coords = self.projection.embedding_["old_protos"]
 
+        self.trained = {name: MethodConfig(**rec["settings"])
+                        for name, rec in result.results.get("methods", {}).items() if "settings" in rec}
         trained = result.results.get("methods", {}).get(method, {}).get("settings", {})
         eps = trained.get("eps", MethodConfig.eps) if eps is None else eps
         gamma = trained.get("gamma", MethodConfig.gamma) if gamma is None else gamma
         k = (trained.get("k") or default_k(method)) if k is None else k
-        self.method_toggle = w.ToggleButtons(options=[("NDPP", "ndpp"), ("ODPP", "odpp")], value=method,
-                                             description="method")
+        self.method_toggle = w.ToggleButtons(options=[(m.upper(), m) for m in methods.perturbing_methods()],
+                                             value=method, description="method")
         self.eps_slider = w.FloatSlider(value=eps, min=0.0, max=1.0, step=0.02, description="eps",
                                         readout_format=".2f")
         self.k_slider = w.IntSlider(value=min(k, num_classes - 1), min=1, max=num_classes - 1,
                                     description="k")
         self.gamma_slider = w.FloatSlider(value=gamma, min=0.0, max=1.0, step=0.01, description="gamma",
-                                          disabled=method != "odpp")
+                                          disabled="gamma" not in methods.method_class(method).knobs)
         self.proxies_html = w.HTML()
         figure = three_spaces_figure(self.projection.embedding_, feature_labels)
         figure.update_layout(title=f"pseudo-old space of {reference} ({self.projection.method_})")
@@ -213,21 +227,27 @@ class PerturbationExplorer:
                     k=int(self.k_slider.value), gamma=float(self.gamma_slider.value))
 
     def method_config(self, base: MethodConfig | None = None) -> MethodConfig:
-        """The current setting as a :class:`MethodConfig` (other fields from ``base``)."""
+        """The current setting as a :class:`MethodConfig`; other fields (budget mode,
+        neighbour search, ODPP steps, ...) from ``base``, default the trained setting of
+        the same method in the result, else the defaults."""
         p = self.params
-        base = MethodConfig(name=p["method"]) if base is None else base
+        if base is None:
+            base = self.trained.get(p["method"], MethodConfig(name=p["method"]))
         return dataclasses.replace(base, name=p["method"], eps=p["eps"], k=p["k"], gamma=p["gamma"])
 
     def compute(self) -> dict:
-        """:func:`explorer_state` for the current controls."""
-        return explorer_state(self.old_protos, self.new_protos, **self.params,
-                              features=self.features, labels=self.labels)
+        """:func:`explorer_state` for the current controls, with the budget mode and
+        neighbour search that training this setting would use (:meth:`method_config`)."""
+        cfg = self.method_config()
+        return explorer_state(self.old_protos, self.new_protos, method=cfg.name, eps=cfg.eps, k=cfg.k,
+                              gamma=cfg.gamma, steps=cfg.odpp_steps, lr=cfg.odpp_lr, eps_mode=cfg.eps_mode,
+                              neighbor_search=cfg.neighbor_search, features=self.features, labels=self.labels)
 
     def update(self) -> None:
         """Recompute the state and redraw the pseudo-old prototypes, arrows and proxies."""
         from ..plots import pseudo_old_trace_updates
 
-        self.gamma_slider.disabled = self.method_toggle.value != "odpp"
+        self.gamma_slider.disabled = "gamma" not in methods.method_class(self.method_toggle.value).knobs
         self.state = self.compute()
         coords = self.projection.place(self.state["pseudo_old"])
         updates = pseudo_old_trace_updates(self._old_coords, coords)

@@ -22,14 +22,16 @@ from ..sweep import (
 __all__ = ["train_setting", "TrainingLab"]
 
 
-def train_setting(data, old, cfg, method: MethodConfig, *, callback=None, progress: bool = False):
-    """Train and evaluate one setting (:func:`bclviz.experiment.train_and_evaluate_new`).
+def train_setting(data, old, cfg, method: MethodConfig, *, callback=None, progress: bool = False, scorer=None):
+    """Train and score one setting (:func:`bclviz.pipeline.train_and_score`).
 
     Kept as a module-level name so that tests can count the lab's training runs.
     """
-    from ..experiment import train_and_evaluate_new
+    from ..pipeline import train_and_score
+    from ..scoring import Scorer
 
-    return train_and_evaluate_new(data, old, cfg, method, progress=progress, callback=callback)
+    scorer = Scorer(data, k=cfg.k) if scorer is None else scorer
+    return train_and_score(cfg, data, old, method, scorer, progress=progress, callback=callback)
 
 
 def _row(record: dict, key: str) -> str:
@@ -69,15 +71,18 @@ class TrainingLab:
         import plotly.graph_objects as go
 
         from ..plots import trace_uid, tradeoff_figure, tradeoff_points
+        from ..scoring import Scorer
         from .explorer import PerturbationExplorer
 
         own_explorer = explorer is None
         self.explorer = PerturbationExplorer(result, projection="pca") if own_explorer else explorer
         self.result, self.cfg = result, cfg
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.key = f"mAP@{cfg.k}"
+        self.scorer = Scorer(result.data, k=cfg.k)
+        self.key = self.scorer.key
         old_self = result.results.get("old", {}).get("self", {})
-        self.m_oo = old_self[self.key] if self.key in old_self else old_baseline(result.data, result.old, k=cfg.k)
+        self.m_oo = (old_self[self.key] if self.key in old_self
+                     else old_baseline(result.data, result.old, k=cfg.k, scorer=self.scorer))
         self._points = tradeoff_points(result.results, metric=self.key) if self.key in old_self else []
         self.records: list[dict] = []
         self.last_result = None
@@ -159,8 +164,8 @@ class TrainingLab:
             self.last_result = None
             if record is None:
                 self.last_result, raw = train_setting(self.result.data, self.result.old, self.cfg, method,
-                                                      callback=self._on_epoch)
-                record = make_record(method, raw, m_oo=self.m_oo, k=self.cfg.k)
+                                                      callback=self._on_epoch, scorer=self.scorer)
+                record = make_record(method, raw, m_oo=self.m_oo, k=self.cfg.k, key=self.key)
                 if path is not None:
                     write_json(path, record)
             self.records.append(record)
