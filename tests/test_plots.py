@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from bclviz.evaluation import average_compatibility, evaluate
 from bclviz.plots import (
     PALETTE, class_colors, compatibility_matrix_figure, pareto_front, partial_backfill,
-    partial_backfill_curve, preferred_method, pseudo_old_trace_updates, result_blocks,
-    similarity_heatmaps, three_spaces_figure, three_spaces_from_result, tradeoff_figure,
-    trace_uid, tradeoff_points, training_curves, update_pseudo_old,
+    partial_backfill_curve, pseudo_old_trace_updates, similarity_heatmaps, three_spaces_figure,
+    tradeoff_figure, trace_uid, tradeoff_points, training_curves, update_pseudo_old,
 )
+from bclviz.views import preferred_method, result_blocks, three_spaces_from_result
 from bclviz.projection import SpaceProjection, project_spaces
 from bclviz.train import embed
 
@@ -275,3 +275,24 @@ def test_partial_backfill_endpoints_are_cross_and_self_test(experiment):
     assert list(_trace(fig, "reference-M_old__old_").y) == [0.4, 0.4]
     with pytest.raises(ValueError, match="fractions"):
         partial_backfill(q_new, data.query.y, g_old, g_new, data.gallery.y, fractions=[1.5])
+
+
+def test_moved_adapters_still_import_from_plots_with_a_warning():
+    import bclviz.plots as plots_module
+    import bclviz.views as views_module
+
+    with pytest.warns(DeprecationWarning, match="moved to bclviz.views.result_blocks"):
+        assert plots_module.result_blocks is views_module.result_blocks
+    with pytest.raises(AttributeError):
+        plots_module.no_such_builder
+
+
+def test_plot_modules_never_embed_or_project():
+    """Plot builders take arrays: nothing under bclviz/plots imports the trainer or a projection."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "bclviz" / "plots"
+    for path in folder.glob("*.py"):
+        text = path.read_text()
+        for forbidden in ("from ..train", "from ..projection", "import umap", "embed("):
+            assert forbidden not in text, (path.name, forbidden)
