@@ -76,3 +76,12 @@ class BCLData:
     info: dict = field(default_factory=dict)
     relevance: tuple[np.ndarray, ...] | None = None
     headline: str | None = None
+
+    @classmethod
+    def leave_one_out(cls, name: str, *, old_train: Labeled, new_train: Labeled, evaluation: Labeled,
+                      num_classes: int, num_old_classes: int, **fields) -> "BCLData":
+        """Closed-set retrieval: ``evaluation`` is both query and gallery (self-match
+        excluded by index); ``input_shape`` is read off ``new_train``."""
+        return cls(name=name, old_train=old_train, new_train=new_train, query=evaluation, gallery=evaluation,
+                   num_classes=int(num_classes), num_old_classes=int(num_old_classes),
+                   input_shape=tuple(new_train.x.shape[1:]), query_is_gallery=True, **fields)

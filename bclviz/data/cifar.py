@@ -95,16 +95,9 @@ def cifar_protocol_from_arrays(
     new_train = Labeled(x_train, y_train)
     old_train = new_train.subset(torch.nonzero(y_train < old_classes).flatten())
     evaluation = Labeled(x_test, y_test)
-    return BCLData(
-        name=name,
-        old_train=old_train,
-        new_train=new_train,
-        query=evaluation,
-        gallery=evaluation,
-        num_classes=n_classes,
-        num_old_classes=int(old_classes),
-        input_shape=tuple(x_train.shape[1:]),
-        query_is_gallery=True,
+    return BCLData.leave_one_out(
+        name, old_train=old_train, new_train=new_train, evaluation=evaluation,
+        num_classes=n_classes, num_old_classes=old_classes,
         info={"setting": "extended-class", "protocol": "closed-set",
               "old_classes": int(old_classes), "n_old_train": len(old_train),
               "n_new_train": len(new_train), "n_eval": len(evaluation),

@@ -385,15 +385,5 @@ def image_bcl_data(
         "n_new_train": len(new_train), "n_eval": len(evaluation),
         "class_ids": class_order.tolist(), "eval_class_ids": eval_order.tolist(),
     }  # fmt: skip
-    return BCLData(
-        name=name,
-        old_train=old_train,
-        new_train=new_train,
-        query=evaluation,
-        gallery=evaluation,
-        num_classes=len(class_order),
-        num_old_classes=num_old,
-        input_shape=tuple(x_tr.shape[1:]),
-        query_is_gallery=True,
-        info=info,
-    )
+    return BCLData.leave_one_out(name, old_train=old_train, new_train=new_train, evaluation=evaluation,
+                                 num_classes=len(class_order), num_old_classes=num_old, info=info)

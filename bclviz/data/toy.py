@@ -112,17 +112,9 @@ def make_toy(
     new_train = Labeled(x_tr, y_tr)
     old_train = new_train.subset(torch.nonzero(y_tr < num_old).squeeze(1))
     evaluation = Labeled(x_ev, y_ev)
-    return BCLData(
-        name="toy",
-        old_train=old_train,
-        new_train=new_train,
-        query=evaluation,
-        gallery=evaluation,
-        num_classes=C,
-        num_old_classes=num_old,
-        input_shape=(D,),
-        query_is_gallery=True,
-        old_view=view,
+    return BCLData.leave_one_out(
+        "toy", old_train=old_train, new_train=new_train, evaluation=evaluation,
+        num_classes=C, num_old_classes=num_old, old_view=view,
         info=dict(
             seed=seed, num_superclasses=num_superclasses, siblings=siblings,
             coarse_dim=coarse_dim, fine_dim=fine_dim, separation=separation,
