@@ -50,6 +50,12 @@ class TrainConfig:
     ``max_steps`` caps the number of optimiser steps (the "fast" knob for tests and
     previews); ``None`` runs all ``epochs``. ``device="auto"`` picks CUDA when
     available; ``amp`` enables bfloat16 autocast on CUDA (ignored on the CPU).
+    ``workers`` is the number of DataLoader worker processes that decode lazily loaded
+    images (:class:`~bclviz.data.lazy.LazyImages`) ahead of the training step: ``None``
+    picks ``min(8, cores - 1)`` at run time (:func:`bclviz.loader.default_workers`), 0
+    decodes in the training process; in-memory tensors never use workers. The worker
+    count does not change the batches or the results, so checkpoints and sweep caches
+    ignore it.
     """
 
     epochs: int = 8
@@ -63,12 +69,18 @@ class TrainConfig:
     max_steps: int | None = None
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     amp: bool = False
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         _positive_int(self, "epochs", "batch_size")
         _choice(self, "device", ("cpu", "cuda", "auto"))
         if not isinstance(self.amp, bool):
             raise ValueError(f"TrainConfig.amp must be true or false, got {self.amp!r}")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 0):
+            raise ValueError(
+                f"TrainConfig.workers must be an integer >= 0 or null (one per core, up to 8), got {self.workers!r}"
+            )
         _non_negative(self, "lr", "weight_decay", "scale", "margin")
         if self.lr == 0:
             raise ValueError("TrainConfig.lr must be > 0, got 0")

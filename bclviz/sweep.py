@@ -127,6 +127,12 @@ def cache_key(data, cfg: ExperimentConfig, method: MethodConfig, replicate: int 
     experiment = dataclasses.asdict(cfg)
     for name in ("methods", "seeds", "reference", "output_dir"):
         experiment.pop(name)
+    # TrainConfig fields that cannot change a result (added after cache version 1):
+    # left out of the key at any value, so records cached before they existed stay valid
+    # and, e.g., another DataLoader worker count reuses them.
+    for section in ("old_train", "new_train"):
+        for name in ("workers",):
+            experiment[section].pop(name, None)
     method_fields = dataclasses.asdict(method)
     for name, default in _ADDED_METHOD_FIELDS.items():
         if method_fields[name] == default:

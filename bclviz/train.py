@@ -14,6 +14,7 @@ perturbations are computed identically on every rank, and only rank 0 writes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -145,7 +146,9 @@ class _Loop:
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.history: list[dict] = []
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        self.meta = {"config": dataclasses.asdict(cfg), "num_classes": num_classes, "dim": model.dim, **meta}
+        # the worker count cannot change a result: left out, so checkpoints from before it existed resume
+        self.meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "workers"},
+                     "num_classes": num_classes, "dim": model.dim, **meta}
         self.steps_done = 0  # optimiser steps of the finished epochs
         self._epoch_steps = 0  # steps of the epoch in progress (saved with it)
 
@@ -179,22 +182,35 @@ class _Loop:
         barrier()
 
     def epochs(self, start: int):
-        """Yield (epoch, list of this rank's batch index tensors)."""
+        """Yield (epoch, list of this rank's batch index tensors); :meth:`batch` hands out
+        their inputs, which worker processes load ahead when they are lazily loaded images
+        (:class:`~bclviz.loader.BatchLoader`, ``TrainConfig.workers``)."""
+        from .loader import BatchLoader
+
         bar = tqdm(range(start, self.cfg.epochs), desc=self.desc, leave=False,
                    disable=not self.progress or self.info.rank != 0)
-        for epoch in bar:
-            order = torch.randperm(len(self.data), generator=self.shuffle)
-            batches = list(order.split(self.cfg.batch_size))
-            if self.cfg.max_steps is not None:
-                batches = batches[: max(0, self.cfg.max_steps - self.steps_done)]
-            if not batches:
-                break
-            self._epoch_steps = len(batches)
-            yield epoch, [shard(b) for b in batches]
-            self.steps_done += len(batches)
-            self._epoch_steps = 0
-            if self.history:
-                bar.set_postfix(loss=f"{self.history[-1]['loss']:.3f}")
+        loader = BatchLoader(self.data.x, self.data.y, device=self.device, workers=self.cfg.workers,
+                             seed=self.cfg.seed)
+        try:
+            for epoch in bar:
+                order = torch.randperm(len(self.data), generator=self.shuffle)
+                batches = list(order.split(self.cfg.batch_size))
+                if self.cfg.max_steps is not None:
+                    batches = batches[: max(0, self.cfg.max_steps - self.steps_done)]
+                if not batches:
+                    break
+                self._epoch_steps = len(batches)
+                local = [shard(b) for b in batches]  # this rank's share, before anything is loaded
+                self._feed = loader.epoch(local)
+                yield epoch, local
+                self._feed = None
+                self.steps_done += len(batches)
+                self._epoch_steps = 0
+                if self.history:
+                    bar.set_postfix(loss=f"{self.history[-1]['loss']:.3f}")
+        finally:
+            self._feed = None
+            loader.close()
 
     def step(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -202,9 +218,16 @@ class _Loop:
         self.opt.step()
 
     def batch(self, idx):
+        """Inputs and labels of batch ``idx`` on the device (the epoch's next batch comes
+        from the loader, loaded ahead; any other index is read here)."""
+        feed = getattr(self, "_feed", None)
+        if feed is not None:
+            return feed.load(idx)
         return self.data.x[idx].to(self.device), self.data.y[idx].to(self.device)
 
     def mean_over_ranks(self, sums: dict[str, float], n: int) -> dict[str, float]:
+        if not self.info.enabled:  # the same float64 division, without a tensor round trip
+            return {key: v / float(n) for key, v in sums.items()}
         t = all_reduce_sum(torch.tensor([*sums.values(), float(n)], dtype=torch.float64))
         return {key: float(v) / float(t[-1]) for key, v in zip(sums, t[:-1])}
 
@@ -228,32 +251,149 @@ def train_old(
     loop = _Loop(model, num_classes, cfg, data, "old model", progress, checkpoint, {"role": "old"})
     start = loop.resume({})
     loop.net.train()
+    amp = _step_autocast(loop)
     for epoch, batches in loop.epochs(start):
-        t0, total = time.perf_counter(), 0.0
+        t0, losses = time.perf_counter(), _LossSums("loss")
         for idx in batches:
             x, y = loop.batch(idx)
-            with loop.autocast():
+            with amp:
                 _, loss = loop.ddp(x, y)
             loop.step(loss)
-            total += float(loss.detach()) * len(idx)
+            losses.add(len(idx), loss)
         n = sum(len(b) for b in batches)
-        loop.history.append(dict(epoch=epoch, steps=len(batches), **loop.mean_over_ranks({"loss": total}, n),
+        loop.history.append(dict(epoch=epoch, steps=len(batches), **loop.mean_over_ranks(losses.sums(), n),
                                  seconds=time.perf_counter() - t0))
         loop.save(epoch, {})
     loop.net.eval()
     return TrainResult(loop.net.model, loop.head, loop.history)
 
 
-def _ema_update(protos: torch.Tensor, f: torch.Tensor, y: torch.Tensor, mu: float) -> None:
+def _step_autocast(loop: _Loop):
+    """The autocast context every step enters, built once per run. Where it would only
+    switch autocast off and autocast is off already, a null context does the same
+    without ~8 us of set-up per step."""
+    if loop.cfg.amp or torch.is_autocast_enabled(loop.device.type):
+        return loop.autocast()
+    return contextlib.nullcontext()
+
+
+class _LossSums:
+    """Batch-size-weighted sums of the per-step losses of one epoch.
+
+    The losses are read off the device in one go (at the end of the epoch, or every
+    1,024 steps) instead of with a ``float(loss)`` per step, which waits for a GPU each
+    time. The float64 additions are those of ``total += float(loss) * len(batch)`` step
+    by step, in the same order, so the sums are bit-identical.
+    """
+
+    def __init__(self, *keys: str) -> None:
+        self._sums = dict.fromkeys(keys, 0.0)
+        self._steps: list[tuple] = []
+
+    def add(self, n: int, *losses: torch.Tensor | None) -> None:
+        """One step of ``n`` samples; ``losses`` (scalars or None) in the order of the keys."""
+        self._steps.append((n, *[None if v is None else v.detach() for v in losses]))
+        if len(self._steps) >= 1024:
+            self._fold()
+
+    def _fold(self) -> None:
+        steps, self._steps = self._steps, []
+        flat = [v for step in steps for v in step[1:] if v is not None]
+        values = iter(torch.stack(flat).tolist() if flat else ())
+        for n, *losses in steps:
+            for key, v in zip(self._sums, losses):
+                if v is not None:
+                    self._sums[key] += next(values) * n
+
+    def sums(self) -> dict[str, float]:
+        self._fold()
+        return dict(self._sums)
+
+
+def _ema_update(protos: torch.Tensor, f: torch.Tensor, y: torch.Tensor, mu: float, *,
+                distributed: bool | None = None) -> None:
     """p[c] <- normalize(mu p[c] + (1 - mu) mean of batch features of class c), in place.
 
-    Batch sums and counts are all-reduced, so every rank sees the global batch means.
+    Batch sums and counts are all-reduced, so every rank sees the global batch means
+    (``distributed=None``: whether this process is one of several ranks).
+
+    It runs every step, so it is a handful of small ops: sums and counts come from one
+    ``index_add_`` (a column of ones counts). A single process with more classes than
+    the batch updates the batch's classes only; otherwise every row is computed and the
+    classes absent from the batch keep their row (``where``). Either way the arithmetic
+    per row is that of the masked update it replaces (``F.normalize`` spelled out),
+    so the prototypes are bit-identical.
     """
-    sums = all_reduce_sum(torch.zeros_like(protos).index_add_(0, y, f))
-    counts = all_reduce_sum(torch.bincount(y, minlength=protos.shape[0]).to(protos.dtype)).unsqueeze(1)
-    present = counts.squeeze(1) > 0
-    means = sums[present] / counts[present]
-    protos[present] = F.normalize(mu * protos[present] + (1 - mu) * means, dim=1)
+    if distributed is None:
+        distributed = dist_info().enabled
+    num_classes, d = protos.shape
+    sparse = not distributed and num_classes > y.shape[0]
+    if sparse:
+        classes, y = torch.unique(y, return_inverse=True)
+    stats = protos.new_zeros(classes.shape[0] if sparse else num_classes, d + 1).index_add_(
+        0, y, torch.cat([f, f.new_ones(f.shape[0], 1)], dim=1))
+    if distributed:
+        all_reduce_sum(stats)
+    counts = stats[:, d:]
+    mixed = mu * (protos.index_select(0, classes) if sparse else protos) + (1 - mu) * (stats[:, :d] / counts)
+    new = mixed / torch.linalg.vector_norm(mixed, 2, 1, True).clamp_min(1e-12)
+    if sparse:
+        protos.index_copy_(0, classes, new)
+    else:
+        torch.where(counts > 0, new, protos, out=protos)
+
+
+class _EmaPrototypes:
+    """The EMA of the new prototypes: ``protos`` (C, d), fed each step's features with
+    :meth:`add`, up to date in place after :meth:`sync`.
+
+    With ``defer`` (for at most as many classes as a batch holds), the steps are applied
+    ``every`` at a time and whenever the prototypes are read: one ``index_add_`` (and one
+    all-reduce) gives the batch statistics of all of them, after which each step costs
+    five or six small ops instead of a dozen. The arithmetic of every step is that of
+    :func:`_ema_update`, so the prototypes are bit-identical. Without ``defer`` (many
+    classes: the stacked statistics would be large) each step is applied at once.
+    """
+
+    def __init__(self, protos: torch.Tensor, mu: float, *, defer: bool, distributed: bool, every: int = 32) -> None:
+        self.protos, self.mu, self.defer, self.distributed, self.every = protos, mu, defer, distributed, every
+        self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def add(self, f: torch.Tensor, y: torch.Tensor) -> None:
+        """One step's features (B, d), detached and float32 like ``protos``, and labels (B,)."""
+        if not self.defer:
+            _ema_update(self.protos, f, y, self.mu, distributed=self.distributed)
+            return
+        self._steps.append((f, y))
+        if len(self._steps) >= self.every:
+            self.sync()
+
+    @torch.no_grad()
+    def sync(self) -> torch.Tensor:
+        """Apply the pending steps; returns ``protos``."""
+        if not self._steps:
+            return self.protos
+        steps, self._steps = self._steps, []
+        (num_classes, d), k, dev = self.protos.shape, len(steps), self.protos.device
+        f = torch.cat([s[0] for s in steps])
+        # row t * C + c of the stacked statistics: step t, class c
+        rows = torch.cat([s[1] for s in steps]).add_(torch.arange(k, device=dev).mul_(num_classes).repeat_interleave(
+            torch.tensor([s[1].shape[0] for s in steps], device=dev)))
+        stats = self.protos.new_zeros(k * num_classes, d + 1).index_add_(
+            0, rows, torch.cat([f, f.new_ones(f.shape[0], 1)], dim=1))
+        if self.distributed:
+            all_reduce_sum(stats)
+        stats = stats.view(k, num_classes, d + 1)
+        counts = stats[:, :, d:]
+        pulls = (1 - self.mu) * (stats[:, :, :d] / counts)
+        present = counts > 0
+        every_class = present.view(k, num_classes).all(1).tolist()
+        p = self.protos
+        for t in range(k):
+            mixed = self.mu * p + pulls[t]
+            new = mixed / torch.linalg.vector_norm(mixed, 2, 1, True).clamp_min(1e-12)
+            p = new if every_class[t] else torch.where(present[t], new, p)
+        return self.protos.copy_(p)
 
 
 def train_new(
@@ -308,9 +448,11 @@ def train_new(
     old_weights = torch.cat([old.head.weight.detach().to(dev), p_old[n_old_cls:]])[:num_classes]
     ctx = CompatContext(p_old, p_old.clone(), old_weights, loop.head.weight, prepared)
     p_new, delta = p_old.clone(), torch.zeros_like(p_old)
+    ema = _EmaPrototypes(p_new, mcfg.ema_momentum, defer=num_classes <= cfg.batch_size,
+                         distributed=loop.info.enabled)
 
     def current_new_protos():
-        return p_new if mcfg.new_prototypes == "ema" else F.normalize(loop.head.weight.detach(), dim=1)
+        return ema.sync() if mcfg.new_prototypes == "ema" else F.normalize(loop.head.weight.detach(), dim=1)
 
     def refresh():
         delta.copy_(compat.perturb(p_old.cpu(), current_new_protos().cpu(), delta.cpu()).to(dev))
@@ -320,31 +462,32 @@ def train_new(
     if compat.perturbs and start > mcfg.warmup_epochs:
         ctx.pseudo_old = pseudo_old(p_old.cpu(), delta.cpu()).to(dev)
     loop.net.train()
+    amp = _step_autocast(loop)
+    crowding_old = crowding(p_old.cpu())  # P_o is fixed for the run
     for epoch, batches in loop.epochs(start):
         t0 = time.perf_counter()
         active = compat.perturbs and epoch >= mcfg.warmup_epochs
         if active and mcfg.update_every is None:
             refresh()
-        sums = dict(loss=0.0, loss_cls=0.0, loss_comp=0.0)
+        losses = _LossSums("loss", "loss_cls", "loss_comp")
         for i, idx in enumerate(batches):
             if active and mcfg.update_every is not None and (loop.steps_done + i) % mcfg.update_every == 0:
                 refresh()
             x, y = loop.batch(idx)
-            with loop.autocast():
+            with amp:
                 f, l_cls = loop.ddp(x, y)
                 f = f.float()
                 l_comp = compat.loss(ctx, f, y, f_old_all[idx.to(dev)] if f_old_all is not None else None)
             loss = l_cls if l_comp is None else l_cls + mcfg.lam * l_comp
             loop.step(loss)
-            with torch.no_grad():
-                _ema_update(p_new, f.detach(), y, mcfg.ema_momentum)
-            for key, value in (("loss", loss), ("loss_cls", l_cls), ("loss_comp", l_comp)):
-                sums[key] += 0.0 if value is None else float(value.detach()) * len(idx)
+            ema.add(f.detach(), y)
+            losses.add(len(idx), loss, l_cls, l_comp)
+        ema.sync()
         norms = delta.norm(dim=1)
         record = dict(
-            epoch=epoch, steps=len(batches), **loop.mean_over_ranks(sums, sum(len(b) for b in batches)),
+            epoch=epoch, steps=len(batches), **loop.mean_over_ranks(losses.sums(), sum(len(b) for b in batches)),
             delta_norm_mean=float(norms.mean()), delta_norm_max=float(norms.max()),
-            crowding_old=crowding(p_old.cpu()), crowding_pseudo_old=crowding(ctx.pseudo_old.cpu()),
+            crowding_old=crowding_old, crowding_pseudo_old=crowding(ctx.pseudo_old.cpu()),
             crowding_new=crowding(current_new_protos().cpu()), seconds=time.perf_counter() - t0,
         )
         loop.history.append(record)
