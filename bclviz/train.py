@@ -387,7 +387,7 @@ class _EmaPrototypes:
         counts = stats[:, :, d:]
         pulls = (1 - self.mu) * (stats[:, :, :d] / counts)
         present = counts > 0
-        every_class = present.view(k, num_classes).all(1).tolist()
+        every_class = present.reshape(k, num_classes).all(1).tolist()
         p = self.protos
         for t in range(k):
             mixed = self.mu * p + pulls[t]

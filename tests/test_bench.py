@@ -36,3 +36,13 @@ def test_retrieval_bench_agrees_with_faiss_and_the_naive_loop():
     assert {"bclviz_seconds", "faiss_seconds", "naive_seconds"} <= set(res)
     assert res["bclviz_seconds"] > 0 and res["faiss_seconds"] > 0
     assert not res["naive_skipped"] and res["naive_mAP_diff"] < 1e-9 and res["naive_max_ap_diff"] < 1e-9
+
+
+@pytest.mark.slow
+def test_train_throughput_plain_loop_computes_what_the_trainer_computes():
+    res = _run("bench/train_throughput.py", "--workloads", "digits", "--threads", "1", "--digits-epochs", "3",
+               "--rounds", "1", "--methods", "independent", "proto")
+    assert res["same_weights"] is True  # the plain loops end with bclviz's weights, bit for bit
+    ratios = res["ratio"]["digits"]["1"]
+    assert set(ratios) == {"independent", "proto"} and all(r > 0 for r in ratios.values())
+    assert res["runs"][0]["pairs_per_method"] == 1
