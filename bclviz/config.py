@@ -96,8 +96,17 @@ class MethodConfig:
     """The backward-compatibility method and its knobs (method.md sections 2-5).
 
     ``k=None`` uses the method's default neighbour count (NDPP 5, ODPP 8), capped at
-    ``C - 1``. ``eps_mode="relative"`` makes each class's budget ``eps`` times its angle
-    to the nearest old neighbour (off by default).
+    ``C - 1``. ``eps_mode`` sets each class's budget (:func:`bclviz.perturb.budgets`):
+    ``"absolute"`` (``eps`` for every class, the default), ``"relative"`` (``eps`` scaled
+    by the class's excess crowding, largest for the pair the new model separates most)
+    or ``"nearest-angle"`` (``eps`` times the angle to the nearest old neighbour: what
+    ``"relative"`` meant before; it gives a collapsed pair no room).
+    ``lam`` multiplies every method's compatibility term. The baselines' own weights,
+    calibrated to meet the compatibility criterion (``docs/method.md`` section 5):
+    ``l2_weight`` (``l2``; 1.0 before), ``lce_align`` (weight of LCE's classifier
+    alignment; 1.0 before), ``lce_boundary`` (``"min"``: the smallest old cosine of the
+    class's samples to its old prototype after dropping the ``lce_outliers`` fraction
+    of lowest ones, as in LCE/AdvBCT; ``"mean"``: the mean cosine, as before).
     ``update_every=None`` refreshes the perturbation once per epoch; an integer
     refreshes it every that many optimiser steps.
     ``neighbor_search`` finds the old-space neighbour lists of NDPP/ODPP (searched once
@@ -108,7 +117,7 @@ class MethodConfig:
     name: str = "ndpp"
     lam: float = 1.0
     eps: float = 0.4
-    eps_mode: Literal["absolute", "relative"] = "absolute"
+    eps_mode: Literal["absolute", "relative", "nearest-angle"] = "absolute"
     k: int | None = None
     gamma: float = 0.1
     odpp_steps: int = 30
@@ -121,13 +130,18 @@ class MethodConfig:
     comp_margin: float = 0.2
     tau: float = 0.01
     neighbor_search: Literal["exact", "ivf"] = "exact"
+    l2_weight: float = 10.0
+    lce_align: float = 100.0
+    lce_boundary: Literal["min", "mean"] = "min"
+    lce_outliers: float = 0.05
 
     def __post_init__(self) -> None:
         from .methods import list_methods  # local: the registry module imports torch
 
         if self.name not in list_methods():
             raise ValueError(f"MethodConfig.name must be one of {list_methods()}, got {self.name!r}")
-        _non_negative(self, "lam", "eps", "gamma", "odpp_lr", "comp_scale", "comp_margin", "tau")
+        _non_negative(self, "lam", "eps", "gamma", "odpp_lr", "comp_scale", "comp_margin", "tau",
+                      "l2_weight", "lce_align", "lce_outliers")
         if self.k is not None:
             _positive_int(self, "k")
         if isinstance(self.odpp_steps, bool) or not isinstance(self.odpp_steps, int) or self.odpp_steps < 0:
@@ -137,7 +151,10 @@ class MethodConfig:
         if not 0 <= self.ema_momentum < 1:
             raise ValueError(f"MethodConfig.ema_momentum must be in [0, 1), got {self.ema_momentum!r}")
         _choice(self, "new_prototypes", ("ema", "classifier"))
-        _choice(self, "eps_mode", ("absolute", "relative"))
+        _choice(self, "eps_mode", ("absolute", "relative", "nearest-angle"))
+        _choice(self, "lce_boundary", ("min", "mean"))
+        if not self.lce_outliers < 1:
+            raise ValueError(f"MethodConfig.lce_outliers must be in [0, 1), got {self.lce_outliers!r}")
         _choice(self, "neighbor_search", ("exact", "ivf"))
         if self.update_every is not None:
             _positive_int(self, "update_every")
@@ -194,6 +211,9 @@ class ExperimentConfig:
     ``r = 0 .. seeds - 1``; results report the mean, a 95% Student-t interval, every
     per-seed value, and differences to ``reference`` paired by seed (``docs/metrics.md``).
 
+    ``data_options`` are passed to :func:`bclviz.data.load_dataset`; its ``"scenario"``
+    key names the update scenario (:attr:`scenario`; left out: the dataset's default).
+
     A *run config* (``bclviz train``) is an experiment config with exactly one method,
     :attr:`method`; it writes to ``output_dir`` (:attr:`run_dir`; empty means
     :func:`default_output_dir`). ``k`` is the mAP@k cut-off; a dataset may name another
@@ -225,6 +245,10 @@ class ExperimentConfig:
             raise ValueError(f"{name}.seeds must be a positive integer, got {self.seeds!r}")
         if not isinstance(self.data_options, dict):
             raise ValueError(f"{name}.data_options must be a mapping, got {self.data_options!r}")
+        if "scenario" in self.data_options:  # the registry names the valid ones
+            from .data.registry import get_dataset
+
+            get_dataset(self.dataset).scenario(self.data_options["scenario"])
         for section, cls in _SECTIONS.items():
             value = getattr(self, section)
             if not isinstance(value, cls):
@@ -247,6 +271,15 @@ class ExperimentConfig:
             raise ValueError(f"{name}.reference must be a method name, got {self.reference!r}")
         if not isinstance(self.output_dir, str):
             raise ValueError(f"{name}.output_dir must be a string, got {self.output_dir!r}")
+
+    @property
+    def scenario(self) -> str | None:
+        """The update scenario of the data: ``data_options["scenario"]``, else the
+        dataset's default scenario (None for a dataset without scenarios)."""
+        from .data.registry import get_dataset
+
+        chosen = get_dataset(self.dataset).scenario(self.data_options.get("scenario"))
+        return None if chosen is None else chosen.name
 
     @property
     def method(self) -> MethodConfig:
@@ -279,9 +312,16 @@ def run_config(*, method: MethodConfig = MethodConfig(), output_dir: str = "", *
     return ExperimentConfig(**fields, methods=(method,)).run(output_dir=output_dir)
 
 
-def default_experiment(dataset: str = "toy", *, seed: int = 0, **overrides) -> ExperimentConfig:
-    """The dataset's default experiment (declared in its registry entry,
-    :func:`bclviz.data.registry.get_dataset`); ``overrides`` replace top-level fields."""
+def default_experiment(dataset: str = "toy", *, seed: int = 0, scenario: str | None = None,
+                       **overrides) -> ExperimentConfig:
+    """The default experiment of ``dataset`` in one of its update scenarios.
+
+    ``scenario`` (None: the dataset's default, :func:`bclviz.data.registry.list_scenarios`)
+    picks the data (``data_options["scenario"]``) and the models and training: the
+    dataset's base sections (its registry entry) with the scenario's sections in their
+    place. ``overrides`` replace top-level fields; a ``data_options`` override adds to
+    the scenario (its ``"scenario"`` key, if any, must agree with ``scenario``).
+    """
     from .data.registry import get_dataset, list_datasets
 
     demo = list_datasets("demo")
@@ -291,9 +331,18 @@ def default_experiment(dataset: str = "toy", *, seed: int = 0, **overrides) -> E
             f"no default experiment for dataset {dataset!r}; choose one of {demo}, "
             "or write a run config for `bclviz train` (docs/full_runs.md)"
         )
+    options = dict(overrides.pop("data_options", None) or {})
+    if scenario is not None and options.get("scenario", scenario) != scenario:
+        raise ValueError(f"default_experiment: scenario={scenario!r} but data_options names scenario "
+                         f"{options['scenario']!r}; give one")
+    chosen = spec.scenario(options.get("scenario", scenario))
+    if chosen is not None:
+        options = {"scenario": chosen.name, **options}
+    values = {**spec.experiment, **(chosen.experiment if chosen is not None and chosen.experiment else {})}
     sections = {key: config_from_dict(_SECTIONS[key], value) if key in _SECTIONS else value
-                for key, value in spec.experiment.items()}
-    return dataclasses.replace(ExperimentConfig(dataset=dataset, seed=seed, **sections), **overrides)
+                for key, value in values.items()}
+    cfg = ExperimentConfig(dataset=dataset, seed=seed, data_options=options, **sections)
+    return dataclasses.replace(cfg, **overrides)
 
 
 def config_to_dict(cfg) -> dict:

@@ -128,10 +128,12 @@ class Independent(CompatMethod):
 
 @register_method("l2")
 class L2(CompatMethod):
+    """``l2_weight * ||f_n - f_o||^2`` per sample (old features of the same input)."""
+
     needs_old_features = True
 
     def loss(self, ctx, f_new, y, f_old):
-        return losses.l2_loss(f_new, f_old)
+        return self.cfg.l2_weight * losses.l2_loss(f_new, f_old)
 
 
 @register_method("bct")
@@ -154,14 +156,18 @@ class Proto(CompatMethod):
 
 @register_method("lce")
 class LCE(CompatMethod):
+    """Boundary hinge plus classifier alignment (Meng et al., ICCV 2021)."""
+
     def prepare(self, old_features, labels, old_protos):
-        """``theta[c]``: mean cosine of class c's old features to its old prototype."""
-        theta = torch.zeros(old_protos.shape[0], dtype=old_protos.dtype, device=old_protos.device)
-        theta.index_add_(0, labels, (old_features * old_protos[labels]).sum(1))
-        return {"theta": theta / torch.bincount(labels, minlength=old_protos.shape[0]).to(theta)}
+        """``theta[c]``: class c's boundary cosine to its old prototype
+        (:func:`bclviz.losses.lce_boundaries` with ``lce_boundary`` and ``lce_outliers``)."""
+        cos = (old_features * old_protos[labels]).sum(1)
+        return {"theta": losses.lce_boundaries(cos, labels, old_protos.shape[0], rule=self.cfg.lce_boundary,
+                                               outliers=self.cfg.lce_outliers)}
 
     def loss(self, ctx, f_new, y, f_old):
-        return losses.lce_loss(f_new, y, ctx.new_weights, ctx.old_protos, ctx.prepared["theta"])
+        return losses.lce_loss(f_new, y, ctx.new_weights, ctx.old_protos, ctx.prepared["theta"],
+                               align_weight=self.cfg.lce_align)
 
 
 @register_method("hot_refresh")

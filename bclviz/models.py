@@ -29,6 +29,7 @@ __all__ = [
     "list_models",
     "create_model",
     "InputView",
+    "BlockAverage",
 ]
 
 ResNetArch = Literal["resnet18", "resnet50"]
@@ -227,18 +228,55 @@ def create_model(name: str, *, input_shape: tuple[int, ...], dim: int, seed: int
 
 
 class InputView(nn.Module):
-    """Applies a fixed (D, D) matrix to flattened inputs before ``inner`` (the toy's coarse
-    view: the old model sees a degraded input, ``BCLData.old_view``)."""
+    """The old model behind a fixed degraded view of its input (``BCLData.old_view``).
 
-    def __init__(self, view: torch.Tensor, inner: nn.Module) -> None:
+    ``view`` is a (D, D) matrix applied to flattened inputs (the toy's coarse view), or
+    a module that maps a batch to a batch of the same shape (e.g. :class:`BlockAverage`,
+    for images too large for a D x D matrix).
+    """
+
+    def __init__(self, view: torch.Tensor | nn.Module, inner: nn.Module) -> None:
         super().__init__()
-        self.register_buffer("view", view.clone())
+        self.matrix = not isinstance(view, nn.Module)
+        if self.matrix:
+            self.register_buffer("view", view.clone())
+        else:
+            self.transform = view
         self.inner = inner
         self.dim = inner.dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.matrix:
+            return self.inner(self.transform(x))
         shape = x.shape
         return self.inner((x.reshape(shape[0], -1) @ self.view.T).reshape(shape))
+
+
+class BlockAverage(nn.Module):
+    """A low-resolution view of images: each ``factor x factor`` pixel block replaced by
+    its mean (average pooling, then nearest upsampling back to the input size).
+
+    The old model of the ``lowres-old`` scenario sees this: the image of a camera with
+    ``factor`` times fewer pixels per side, shown at the same size so that old and new
+    models share one architecture. It is linear (a (D, D) matrix would do the same) but
+    costs O(D) per image, so it also serves 224 x 224 benchmark images.
+
+    Forward: ``(n, c, h, w)`` with ``h`` and ``w`` multiples of ``factor`` -> same shape.
+    """
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = check_positive_int(factor, "factor")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[2] % self.factor or x.shape[3] % self.factor:
+            raise ValueError(f"BlockAverage({self.factor}) needs images (n, c, h, w) with h and w multiples of "
+                             f"{self.factor}, got shape {tuple(x.shape)}")
+        pooled = F.avg_pool2d(x, self.factor)
+        return pooled.repeat_interleave(self.factor, dim=2).repeat_interleave(self.factor, dim=3)
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
 
 
 def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -25,9 +25,14 @@ import torch.nn.functional as F
 from ._validate import as_features, check_non_negative, check_positive_int
 from .neighbors import class_neighbors
 
-__all__ = ["ndpp", "odpp", "odpp_objective", "pseudo_old", "check_prototypes", "budgets", "old_neighbors"]
+__all__ = [
+    "ndpp", "odpp", "odpp_objective", "pseudo_old", "check_prototypes", "budgets", "excess_crowding",
+    "old_neighbors", "EPS_MODES",
+]
 
-EpsMode = Literal["absolute", "relative"]
+EpsMode = Literal["absolute", "relative", "nearest-angle"]
+#: the values of ``eps_mode`` (:func:`budgets`)
+EPS_MODES: tuple[str, ...] = ("absolute", "relative", "nearest-angle")
 
 _TINY = 1e-6  # a tangent direction shorter than this is treated as zero (unit vectors)
 # Rows per block: (1024, k, d) float32 temporaries are a few MiB, which the allocator
@@ -132,22 +137,65 @@ def _unit_or_zero(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_eps_mode(mode) -> None:
-    if mode not in ("absolute", "relative"):
-        raise ValueError(f"eps_mode must be 'absolute' or 'relative', got {mode!r}")
+    if mode not in EPS_MODES:
+        raise ValueError(f"eps_mode must be one of {list(EPS_MODES)}, got {mode!r}")
 
 
-def budgets(p_o: torch.Tensor, nbr: torch.Tensor, eps: float, mode: EpsMode) -> torch.Tensor:
-    """Per-class perturbation budgets (C, 1).
+def _pair_sims(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``S_o[c, j]`` and ``S_n[c, j]`` over the neighbour lists, each (C, k)."""
+    s_o = torch.empty(nbr.shape, dtype=p_o.dtype, device=p_o.device)
+    s_n = torch.empty_like(s_o)
+    for s in range(0, p_o.shape[0], _BLOCK):
+        rows = slice(s, s + _BLOCK)
+        idx = nbr[rows]
+        s_o[rows] = (p_o[rows].unsqueeze(1) * _rows(p_o, idx)).sum(-1)
+        s_n[rows] = (p_n[rows].unsqueeze(1) * _rows(p_n, idx)).sum(-1)
+    return s_o, s_n
 
-    ``"absolute"``: ``eps`` for every class. ``"relative"``: ``eps`` times the angle
-    (radians) between ``p_o[c]`` and its nearest old neighbour (``nbr[:, 0]``), so a
-    class is never pushed further than a multiple of the gap to its closest neighbour.
+
+def excess_crowding(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """Each class's largest excess crowding ``e[c] = max_{j in N_k(c)} max(0, S_o[c,j] - S_n[c,j])`` (C,).
+
+    NDPP's weight ``w[c, j]`` at the class's worst old-space neighbour: how much closer
+    the old model places that pair than the new model does (0 when the new model keeps
+    every neighbour at least as close; up to 2). ``p_o``, ``p_n`` are normalised (C, d)
+    prototypes, ``nbr`` the (C, k) old-space neighbour lists.
+    """
+    s_o, s_n = _pair_sims(p_o, p_n, nbr)
+    return (s_o - s_n).clamp_min(0).amax(dim=1)
+
+
+def budgets(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor, eps: float, mode: EpsMode) -> torch.Tensor:
+    """Per-class perturbation budgets (C, 1): the radius of each class's ball ``||delta[c]|| <= b[c]``.
+
+    ``"absolute"``: ``eps`` for every class.
+
+    ``"relative"``: ``b[c] = eps * e[c] / max_c' e[c']`` with ``e`` the excess crowding
+    of :func:`excess_crowding` over the neighbour lists ``nbr``. The class whose worst
+    old-space neighbour the new model separates most gets the full ``eps`` (a collapsed
+    old pair, ``S_o = 1``, that the new model pulls apart is the typical one); a class
+    with no excess crowding gets 0; every budget is at most ``eps``, so ``eps`` keeps its
+    meaning of the largest move, as in ``"absolute"``. All zero when no class has any
+    excess.
+
+    ``"nearest-angle"``: ``eps`` times the angle (radians) between ``p_o[c]`` and its
+    nearest old neighbour ``nbr[:, 0]`` (what ``"relative"`` meant before; it gives a
+    collapsed pair no room at all, kept for comparison).
+
+    ``p_o``, ``p_n``: normalised (C, d) old and new prototypes; ``nbr``: (C, k) old-space
+    neighbour lists, most similar first.
     """
     _check_eps_mode(mode)
     if mode == "absolute":
-        return torch.full((p_o.shape[0], 1), eps, dtype=p_o.dtype)
-    cos = (p_o * p_o.index_select(0, nbr[:, 0])).sum(1, keepdim=True).clamp(-1.0, 1.0)
-    return eps * torch.arccos(cos)
+        return torch.full((p_o.shape[0], 1), eps, dtype=p_o.dtype, device=p_o.device)
+    if mode == "nearest-angle":
+        cos = (p_o * p_o.index_select(0, nbr[:, 0])).sum(1, keepdim=True).clamp(-1.0, 1.0)
+        return eps * torch.arccos(cos)
+    e = excess_crowding(p_o, p_n, nbr).unsqueeze(1)
+    top = float(e.max())
+    if top == 0:
+        return torch.zeros_like(e)
+    return eps * (e / top)
 
 
 def ndpp(
@@ -160,16 +208,19 @@ def ndpp(
     ``w = max(0, S_o[c,j] - S_n[c,j])`` (excess crowding), ``u`` = unit push direction
     away from ``p_o[j]`` in the tangent plane at ``p_o[c]`` (the new-space direction
     ``p_n[c] - p_n[j]`` projected the same way when the old prototypes coincide; nothing
-    when both vanish); ``r = sum_j w u``; ``delta = eps * r / max(1, ||r||)``.
+    when both vanish); ``r = sum_j w u``; ``delta = b * r / max(1, ||r||)`` with ``b`` the
+    class's budget (``eps`` under the default ``eps_mode="absolute"``).
 
     Parameters
     ----------
     old_protos, new_protos : (C, d) prototypes of the old and new model (normalised here).
-    eps : perturbation budget, ``>= 0``; ``||delta[c]|| <= eps``.
+    eps : perturbation magnitude, ``>= 0``; ``||delta[c]|| <= eps`` in the ``"absolute"``
+        and ``"relative"`` budget modes (``"nearest-angle"``: ``eps`` times an angle in radians).
     k : old-space neighbours per class, ``1 <= k < C``.
-    eps_mode : ``"absolute"`` (the budget is ``eps``) or ``"relative"`` (the budget of
-        class ``c`` is ``eps`` times its angle to the nearest old neighbour; see
-        :func:`budgets`).
+    eps_mode : per-class budgets (:func:`budgets`): ``"absolute"`` (``eps`` for every
+        class), ``"relative"`` (``eps`` scaled by the class's excess crowding, relative
+        to the most excessively crowded class) or ``"nearest-angle"`` (``eps`` times the
+        angle to the nearest old neighbour). The step is ``budget[c] * r / max(1, ||r||)``.
     neighbors : optional (C, >= k) old-space neighbour lists from :func:`old_neighbors`
         for these ``old_protos``, reused instead of searching again.
 
@@ -183,7 +234,7 @@ def ndpp(
     if eps == 0:
         return torch.zeros_like(p_o)
     nbr = _neighbor_lists(p_o, k, neighbors)
-    return _ndpp(p_o, p_n, nbr, budgets(p_o, nbr, eps, eps_mode))
+    return _ndpp(p_o, p_n, nbr, budgets(p_o, p_n, nbr, eps, eps_mode))
 
 
 def _ndpp(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
@@ -207,14 +258,7 @@ def _ndpp(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor, budget: torch
 
 def _targets(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
     """t[c, j] = min(S_o[c, j], S_n[c, j]) over the neighbour lists (C, K)."""
-    t = torch.empty(nbr.shape, dtype=p_o.dtype)
-    for s in range(0, p_o.shape[0], _BLOCK):
-        rows = slice(s, s + _BLOCK)
-        idx = nbr[rows]
-        s_o = (p_o[rows].unsqueeze(1) * _rows(p_o, idx)).sum(-1)
-        s_n = (p_n[rows].unsqueeze(1) * _rows(p_n, idx)).sum(-1)
-        t[rows] = torch.minimum(s_o, s_n)
-    return t
+    return torch.minimum(*_pair_sims(p_o, p_n, nbr))
 
 
 def _objective_and_grad(
@@ -293,7 +337,8 @@ def odpp(
         ``None`` starts at ``0.01 * ndpp(old, new, eps=eps, k=k)``: a near-zero start
         whose only role is to break the symmetry of coinciding old prototypes, where
         the gradient of the objective vanishes exactly.
-    eps_mode : ``"absolute"`` or ``"relative"`` budgets, as in :func:`ndpp`.
+    eps_mode : ``"absolute"``, ``"relative"`` or ``"nearest-angle"`` budgets, as in
+        :func:`ndpp`; the eps-ball of each class has the radius :func:`budgets` gives.
     neighbors : optional (C, >= k) old-space neighbour lists from :func:`old_neighbors`
         for these ``old_protos``, reused instead of searching again.
 
@@ -313,7 +358,7 @@ def odpp(
     if eps == 0:
         return torch.zeros_like(p_o)
     nbr = _neighbor_lists(p_o, k, neighbors)
-    budget = budgets(p_o, nbr, eps, eps_mode)
+    budget = budgets(p_o, p_n, nbr, eps, eps_mode)
     if init is None:
         delta = 0.01 * _ndpp(p_o, p_n, nbr, budget)
     else:

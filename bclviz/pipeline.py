@@ -5,7 +5,8 @@ From an :class:`~bclviz.config.ExperimentConfig` and its dataset:
 - :func:`train_old_model` builds the old embedder (behind the dataset's ``old_view``)
   with weights seeded by ``cfg.seed`` and trains it;
 - :func:`train_new_model` builds a new embedder seeded by ``cfg.seed + 1 + replicate``
-  and trains it with one method against the old model;
+  and trains it with one method against the old model (with the dataset's map from new
+  to old classes, ``BCLData.old_class_of``, when the old model had other classes);
 - :func:`train_and_score` does the latter and scores it with a
   :class:`~bclviz.scoring.Scorer` (self-test ``M(new, new)``, cross-test ``M(new, old)``).
 
@@ -65,7 +66,8 @@ def train_new_model(cfg: ExperimentConfig, data: BCLData, old: TrainResult, meth
     seed = new_model_seed(cfg, replicate)
     return train_new(build_new_model(data, cfg.new_model, seed=seed), data.new_train, old,
                      num_classes=data.num_classes, cfg=dataclasses.replace(cfg.new_train, seed=seed),
-                     method=method, progress=progress, callback=callback, checkpoint=checkpoint)
+                     method=method, progress=progress, callback=callback, checkpoint=checkpoint,
+                     old_classes=data.old_class_of)
 
 
 def train_and_score(cfg: ExperimentConfig, data: BCLData, old: TrainResult, method: MethodConfig,

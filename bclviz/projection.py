@@ -9,11 +9,14 @@ re-run notebook cell is instant.
 
 UMAP is imported only when used. Its first fit in a process costs about 11 s of numba
 compilation (once per process); later fits of a few thousand points take a second or two.
+:func:`warm_up_umap` pays that cost in a background thread, e.g. while models train in
+worker processes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Literal
@@ -23,7 +26,7 @@ from sklearn.base import BaseEstimator
 
 from ._validate import as_features, check_positive_int
 
-__all__ = ["ProjectionMethod", "SpaceProjection", "project_spaces", "clear_projection_cache"]
+__all__ = ["ProjectionMethod", "SpaceProjection", "project_spaces", "clear_projection_cache", "warm_up_umap"]
 
 ProjectionMethod = Literal["umap", "pca", "raw", "auto"]
 _METHODS = ("umap", "pca", "raw", "auto")
@@ -174,6 +177,9 @@ class SpaceProjection(BaseEstimator):
         n = stacked.shape[0]
         if n < 4:
             raise ValueError(f"UMAP needs at least 4 points in all blocks together, got {n}")
+        warm_up = _WARM_UP
+        if warm_up is not None and warm_up is not threading.current_thread():
+            warm_up.join()  # the compilation in progress serves this fit too
         model = umap.UMAP(
             n_components=self.n_components,
             n_neighbors=int(min(self.n_neighbors, n - 1)),
@@ -291,3 +297,35 @@ def project_spaces(
 def clear_projection_cache() -> None:
     """Forget every projection memoised by :func:`project_spaces`."""
     _CACHE.clear()
+
+
+_WARM_UP: threading.Thread | None = None
+_WARM_UP_LOCK = threading.Lock()
+
+
+def warm_up_umap(*, wait: bool = False) -> threading.Thread | None:
+    """Import UMAP and compile its numba code in a background thread (once per process).
+
+    The first UMAP fit of a process spends about 11 s compiling; a notebook that calls
+    this before training (whose new models train in worker processes, leaving this
+    process idle) gets its first projection that much sooner. A later fit waits for the
+    compilation instead of repeating it. Returns the thread (``None`` when umap-learn
+    is not installed); ``wait=True`` joins it. The warm-up fits random points and
+    changes no result.
+    """
+    global _WARM_UP
+    import importlib.util
+
+    if importlib.util.find_spec("umap") is None:
+        return None
+    with _WARM_UP_LOCK:
+        if _WARM_UP is None:
+            def fit_random_points():
+                points = np.random.default_rng(0).normal(size=(64, 8))
+                SpaceProjection(method="umap", n_neighbors=8).fit({"warm_up": points})
+
+            _WARM_UP = threading.Thread(target=fit_random_points, name="bclviz-umap-warm-up", daemon=True)
+            _WARM_UP.start()
+    if wait:
+        _WARM_UP.join()
+    return _WARM_UP

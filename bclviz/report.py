@@ -1,8 +1,9 @@
 """A self-contained HTML report of one experiment (``bclviz demo``).
 
-One page, readable offline: plotly.js is inlined once in the page head, followed by the
-three-space figure of the preferred perturbation method, the self-test vs cross-test
-trade-off plot and a results table. Written atomically.
+One page, readable offline: plotly.js is inlined once in the page head, followed by a
+results table, the compatibility tax and the headroom (what perturbation can win, see
+``docs/metrics.md``), the three-space figure of the preferred perturbation method and
+the self-test vs cross-test trade-off plot. Written atomically.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .evaluation import compatibility_gain, is_compatible, update_gain
 from .io import write_text
 from .projection import ProjectionMethod
 
-__all__ = ["write_report", "report_html", "results_table_html"]
+__all__ = ["write_report", "report_html", "results_table_html", "readouts_html"]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
@@ -81,6 +82,28 @@ def results_table_html(results: dict) -> str:
     return "\n".join(lines)
 
 
+def readouts_html(results: dict) -> str:
+    """HTML table of the compatibility tax and the headroom of a ``results.json`` dict.
+
+    The tax (:func:`bclviz.stats.compatibility_tax`; from ``results["tax"]``, else computed
+    from the per-seed records) with its paired 95% interval and verdict, and the headroom
+    (``results["headroom"]``, :func:`bclviz.experiment.prototype_headroom`) with the
+    crowding of both prototype sets; ``n/a (reason)`` where one is missing.
+    """
+    from .proxies import format_headroom
+    from .readouts import format_tax, tax_of
+
+    tax = tax_of(results)
+    rows = [
+        (f"compatibility tax: independent self &minus; proto self ({html.escape(str(tax['metric']))})",
+         html.escape(format_tax(tax, plus_minus="\u00b1"))),
+        ("headroom: mean max(0, S<sub>o</sub> &minus; S<sub>n</sub>) over old-space neighbours, "
+         "old vs independent prototypes", html.escape(format_headroom(results.get("headroom")))),
+    ]
+    return "\n".join(["<table>", "<tr><th>readout</th><th>value</th></tr>",
+                      *(f"<tr><td>{name}</td><td>{value}</td></tr>" for name, value in rows), "</table>"])
+
+
 def report_html(result, *, projection_method: ProjectionMethod = "auto", method: str | None = None) -> str:
     """The report page of an :class:`~bclviz.experiment.ExperimentResult` as a string.
 
@@ -96,13 +119,15 @@ def report_html(result, *, projection_method: ProjectionMethod = "auto", method:
     from plotly.offline import get_plotlyjs
 
     from .plots import tradeoff_figure, tradeoff_points
+    from .readouts import tax_of
     from .views import preferred_method, three_spaces_from_result
 
     results = result.results
     key = f"mAP@{results['k']}"
     method = preferred_method(list(results["methods"]) or list(result.new)) if method is None else method
     spaces = three_spaces_from_result(result, method, projection=projection_method, random_state=results["seed"])
-    tradeoff = tradeoff_figure(tradeoff_points(results), old_old=results["old"]["self"][key], metric=key)
+    tax = tax_of(results, metric=key)  # the plot shows mAP@k; the headline may be another metric
+    tradeoff = tradeoff_figure(tradeoff_points(results), old_old=results["old"]["self"][key], metric=key, tax=tax)
     figures = "\n".join(
         f"<h2>{html.escape(title)}</h2>\n"
         + fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, default_width="100%")
@@ -128,6 +153,13 @@ def report_html(result, *, projection_method: ProjectionMethod = "auto", method:
 <p class="note">self = M(new, new), cross = M(new, old) (queries from the new model, gallery from
 the old one). Compatible means cross &gt; M(old, old), strictly. Update gain =
 (M(n,n) - M(o,o)) / (M(ind,ind) - M(o,o)); compatibility gain = (M(n,o) - M(o,o)) / M(o,o).</p>
+<h2>What perturbation can win</h2>
+{readouts_html(results)}
+<p class="note">Compatibility tax: what aligning with the old model costs the new model's self-test
+(paired by seed; "above zero" when the whole 95% interval is). Near zero, aligning costs nothing: a
+relaxation has no self-test to win back. Headroom: how much closer neighbouring classes sit in the old space
+than the independent model places them (NDPP's own weight, first seed). Near zero, the new model does
+not separate what the old one crowds, so a perturbation has nothing to relax. See docs/metrics.md.</p>
 {figures}
 </body>
 </html>

@@ -8,7 +8,8 @@ and write whole experiments (several ``methods``).
 
 Example file::
 
-    dataset: toy
+    dataset: glyphs
+    scenario: weak-old
     seed: 0
     method:
       name: ndpp
@@ -16,8 +17,15 @@ Example file::
     new_train:
       epochs: 20
 
-Sections left out keep their defaults; unknown keys are an error. A file names either
-one ``method`` (a run) or a list of ``methods`` (an experiment), never both.
+``scenario`` names one of the dataset's update scenarios
+(:func:`bclviz.data.registry.list_scenarios`; it is stored as
+``ExperimentConfig.data_options["scenario"]``). A file that names one starts from that
+scenario's default experiment (:func:`~bclviz.config.default_experiment`): sections
+left out are the scenario's, and a section given in part keeps the scenario's other
+keys (``new_train: {epochs: 20}`` above keeps its batch size and learning rate; a
+model's ``options`` are replaced as a whole). Without a scenario, sections left out
+keep the dataclass defaults. Unknown keys are an error. A file names either one
+``method`` (a run) or a list of ``methods`` (an experiment), never both.
 """
 
 from __future__ import annotations
@@ -60,11 +68,15 @@ class RunConfig:
 
 
 def experiment_to_dict(cfg: ExperimentConfig) -> dict:
-    """Plain nested dict of ``cfg`` (YAML/JSON friendly); one method is written as ``method``."""
+    """Plain nested dict of ``cfg`` (YAML/JSON friendly); one method is written as ``method``,
+    and ``data_options["scenario"]`` as ``scenario`` after ``dataset``."""
     values = config_to_dict(cfg)
     methods = values.pop("methods")
+    scenario = values["data_options"].pop("scenario", None)
     out = {}
     for name in _FIELDS:
+        if name == "seed" and scenario is not None:
+            out["scenario"] = scenario
         if name == "methods":
             if len(methods) == 1:
                 out["method"] = methods[0]
@@ -86,7 +98,8 @@ def experiment_from_dict(values: dict, *, source: str = "config", run: bool = Fa
     """
     if not isinstance(values, dict):
         raise ValueError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
-    allowed = [n for n in _FIELDS if n != "methods"] + (["method"] if run else ["method", "methods"])
+    allowed = ["dataset", "scenario"] + [n for n in _FIELDS if n not in ("dataset", "methods")] + (
+        ["method"] if run else ["method", "methods"])
     unknown = sorted(set(values) - set(allowed), key=str)
     if unknown:
         raise ValueError(f"{source}: unknown setting(s) {unknown}; allowed: {allowed}")
@@ -94,6 +107,7 @@ def experiment_from_dict(values: dict, *, source: str = "config", run: bool = Fa
     try:
         if "method" in kwargs and "methods" in kwargs:
             raise ValueError("give either 'method' (one) or 'methods' (a list), not both")
+        kwargs = _with_scenario(kwargs)
         for name, cls in _SECTIONS.items():
             if name in kwargs:
                 section = kwargs[name]
@@ -114,6 +128,35 @@ def experiment_from_dict(values: dict, *, source: str = "config", run: bool = Fa
         return ExperimentConfig(**kwargs)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{source}: {err}") from None
+
+
+def _with_scenario(kwargs: dict) -> dict:
+    """Move ``scenario`` into ``data_options`` and complete the sections from the
+    scenario's default experiment (see the module docstring)."""
+    options = kwargs.get("data_options", {})
+    if not isinstance(options, dict):
+        return kwargs  # ExperimentConfig names the problem
+    scenario = kwargs.pop("scenario", None)
+    if scenario is None:
+        if "scenario" not in options:
+            return kwargs
+        scenario = options["scenario"]
+    elif options.get("scenario", scenario) != scenario:
+        raise ValueError(f"scenario {scenario!r} and data_options.scenario {options['scenario']!r} differ; give one")
+    kwargs["data_options"] = {**options, "scenario": scenario}
+    from .config import default_experiment
+    from .data.registry import get_dataset
+
+    dataset = kwargs.get("dataset", "toy")
+    spec = get_dataset(dataset)
+    spec.scenario(scenario)  # a clear error for an unknown scenario
+    if spec.experiment is None:  # a benchmark: the scenario is data only
+        return kwargs
+    base = experiment_to_dict(default_experiment(dataset, scenario=scenario))
+    for name in _SECTIONS:
+        given = kwargs.get(name, {})
+        kwargs[name] = {**base[name], **given} if isinstance(given, dict) else given
+    return kwargs
 
 
 def _method(section, where: str) -> MethodConfig:
@@ -184,6 +227,8 @@ def apply_overrides(run_cfg: ExperimentConfig, overrides: Iterable[str]) -> Expe
 
     Keys are dotted paths (``method.eps``, ``new_train.epochs``, ``data_options.noise``);
     values are parsed as YAML, so ``5``, ``0.3``, ``1e-3``, ``true`` and ``null`` work.
+    ``scenario=NAME`` (or ``data_options.scenario=NAME``) changes the data's update
+    scenario; the models and training written in the config stay as they are.
     The output folder follows a changed dataset or method name unless it was set
     explicitly. Unknown keys raise ``ValueError`` naming the allowed ones.
     """
@@ -196,6 +241,9 @@ def apply_overrides(run_cfg: ExperimentConfig, overrides: Iterable[str]) -> Expe
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"override {item!r} must look like key=value, e.g. method.eps=0.3")
+        if key in ("scenario", "data_options.scenario"):  # written as the top-level `scenario`
+            values["scenario"] = _parse_value(raw, item)
+            continue
         path = key.split(".")
         node, obj = values, run_cfg
         for depth, part in enumerate(path):
@@ -203,7 +251,7 @@ def apply_overrides(run_cfg: ExperimentConfig, overrides: Iterable[str]) -> Expe
             if dataclasses.is_dataclass(obj):
                 names = [f.name for f in dataclasses.fields(obj)]
                 if isinstance(obj, ExperimentConfig):  # a run config's one method is `method`
-                    names = [n for n in names if n != "methods"] + ["method"]
+                    names = [n for n in names if n != "methods"] + ["method", "scenario"]
                 if part not in names:
                     allowed = [f"{prefix}.{n}" if prefix else n for n in names]
                     raise ValueError(f"unknown setting {key!r} in override {item!r}; allowed: {allowed}")

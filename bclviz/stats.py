@@ -10,14 +10,19 @@ Definitions (also in ``docs/metrics.md``):
   interval is above 0, ``"worse"`` when it is below 0, ``"no clear difference"`` when it
   contains 0, and ``"no interval (1 seed)"`` when there is a single seed (no interval,
   so no verdict).
+- Compatibility tax: ``independent`` self-test minus ``proto`` self-test on the headline
+  metric, paired by seed (:func:`compatibility_tax`); its verdict says whether the
+  interval lies ``"above zero"`` (aligning costs self-test), ``"below zero"`` or
+  contains 0.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
-__all__ = ["mean_interval", "paired_difference", "verdict", "summarise_seeds", "paired_comparison", "NO_INTERVAL"]
+__all__ = ["mean_interval", "paired_difference", "verdict", "summarise_seeds", "paired_comparison", "NO_INTERVAL",
+           "compatibility_tax", "tax_from_seeds"]
 
 #: the verdict when there is no interval (a single seed)
 NO_INTERVAL = "no interval (1 seed)"
@@ -86,3 +91,52 @@ def paired_comparison(per_seed: list[dict], reference: list[dict], key: str) -> 
     """Paired-by-seed differences of ``key`` (e.g. mAP@100) against a reference method."""
     return {side: paired_difference([r[side][key] for r in per_seed], [r[side][key] for r in reference])
             for side in ("self", "cross")}
+
+
+_TAX_VERDICTS = {"better": "above zero", "worse": "below zero"}
+
+
+def tax_from_seeds(independent: Sequence[Mapping], aligned: Sequence[Mapping], key: str) -> dict:
+    """Compatibility tax from per-seed records: ``independent`` self minus ``aligned`` self.
+
+    Parameters
+    ----------
+    independent, aligned : per-seed records (``{"self": {key: value, ...}, ...}``) of the
+        independent model and of the aligned method (``proto``), in the same seed order.
+    key : the metric, e.g. ``"mAP@100"`` (the dataset's headline).
+
+    Returns
+    -------
+    dict with ``metric``, ``tax`` (mean paired difference), ``half_width`` (95%,
+    ``None`` with one seed), ``verdict`` (``"above zero"``: aligning costs self-test,
+    ``"below zero"``, ``"no clear difference"`` or :data:`NO_INTERVAL`), ``independent``
+    and ``aligned`` (the two means) and ``seeds``.
+    """
+    if not independent:
+        raise ValueError("tax_from_seeds needs at least one per-seed record")
+    ind = [float(r["self"][key]) for r in independent]
+    ali = [float(r["self"][key]) for r in aligned]
+    d = paired_difference(ind, ali)
+    return {"metric": key, "tax": d["mean_diff"], "half_width": d["half_width"],
+            "verdict": _TAX_VERDICTS.get(d["verdict"], d["verdict"]),
+            "independent": sum(ind) / len(ind), "aligned": sum(ali) / len(ali), "seeds": len(ind)}
+
+
+def compatibility_tax(results: Mapping, *, aligned: str = "proto", metric: str | None = None) -> dict:
+    """The compatibility tax of a ``results.json`` dict (:func:`bclviz.run_experiment`).
+
+    ``M(ind, ind) - M(proto, proto)`` on ``metric``, default ``results["headline"]``
+    (``mAP@k`` when absent),
+    paired by seed over ``results["independent"]["per_seed"]`` and
+    ``results["methods"][aligned]["per_seed"]`` (:func:`tax_from_seeds`). When either
+    was not run, returns ``{"metric", "tax": None, "half_width": None, "verdict": None,
+    "reason"}`` with the reason in words.
+    """
+    key = metric or results.get("headline") or f"mAP@{results['k']}"
+    records = {"independent": (results.get("independent") or {}).get("per_seed"),
+               aligned: ((results.get("methods") or {}).get(aligned) or {}).get("per_seed")}
+    missing = [name for name, per_seed in records.items() if not per_seed]
+    if missing:
+        return {"metric": key, "tax": None, "half_width": None, "verdict": None,
+                "reason": f"{' and '.join(missing)} not run (the tax compares independent with {aligned})"}
+    return tax_from_seeds(records["independent"], records[aligned], key)

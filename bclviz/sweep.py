@@ -20,9 +20,9 @@ from pathlib import Path
 from .config import ExperimentConfig, MethodConfig
 from .experiment import retrieval_scores
 from .methods import method_class, perturbing_methods
-from .pipeline import train_and_score
 from .scoring import Scorer
 from .stats import summarise_seeds
+from .trials import Trial, run_trials
 
 __all__ = [
     "BASELINES", "sweep_grid", "setting_label", "retrieval_scores", "old_baseline", "combine_seeds",
@@ -206,6 +206,7 @@ def run_sweep(
     *,
     cache_dir: str | os.PathLike | None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> list[dict]:
     """Train and evaluate one new model per setting of ``grid``; return one record each.
 
@@ -217,7 +218,11 @@ def run_sweep(
     cache_dir : folder of the per-setting JSON files (``<cache_key>.json``), e.g.
         ``bclviz.cache.cache_dir("sweeps", "mine")``; ``None`` caches nothing. Finished settings found there are read, not retrained;
         unreadable files are recomputed and overwritten with a warning.
-    progress : show a progress bar over the settings (and the training epochs).
+    progress : show a progress bar over the trials (and, in one process, the training epochs).
+    workers : processes that train the (setting, seed) trials
+        (:func:`bclviz.trials.run_trials`; ``None``: ``$BCLVIZ_WORKERS`` or one per
+        core); each record is cached as soon as its trial finishes, and the worker count
+        never changes a number.
 
     Returns
     -------
@@ -229,8 +234,6 @@ def run_sweep(
     (training time). Each (setting, seed) is cached on its own,
     so an interrupted sweep resumes at the seed where it stopped.
     """
-    from tqdm.auto import tqdm
-
     from .io import write_json
 
     for i, method in enumerate(grid):
@@ -243,27 +246,27 @@ def run_sweep(
         except OSError as err:
             raise OSError(f"cannot write the sweep cache {folder}: {err.strerror or err}") from err
     scorer = Scorer(data, k=cfg.k)
-    m_oo = None
-    records = []
-    bar = tqdm(grid, desc="sweep", disable=not progress)
-    for method in bar:
-        bar.set_postfix_str(setting_label(method))
-        per_seed = []
+    paths, per_seed, todo = {}, {}, []
+    for s, method in enumerate(grid):
         for replicate in range(cfg.seeds):
             path = None if folder is None else folder / f"{cache_key(data, cfg, method, replicate)}.json"
             record = None if path is None else load_cached_record(path)
             if record is None:
-                if m_oo is None:
-                    m_oo = old_baseline(data, old, k=cfg.k, scorer=scorer)
-                _, raw = train_and_score(cfg, data, old, method, scorer, progress=progress, replicate=replicate)
-                record = make_record(method, raw, m_oo=m_oo, k=cfg.k, key=scorer.key)
-                if path is not None:
-                    write_json(path, record)
-            per_seed.append(record)
-        if m_oo is None:
-            m_oo = old_baseline(data, old, k=cfg.k, scorer=scorer)
-        records.append(combine_seeds(per_seed, m_oo=m_oo, k=cfg.k, key=scorer.key))
-    return records
+                paths[len(todo)] = path
+                todo.append((s, replicate, Trial(method, replicate)))
+            else:
+                per_seed[s, replicate] = record
+    m_oo = old_baseline(data, old, k=cfg.k, scorer=scorer)
+    trials = [trial for _, _, trial in todo]
+    for i, _, raw in run_trials(cfg, data, old, trials, scorer=scorer, workers=workers, progress=progress,
+                                desc="sweep"):
+        s, replicate, trial = todo[i]
+        record = make_record(trial.method, raw, m_oo=m_oo, k=cfg.k, key=scorer.key)
+        if paths[i] is not None:
+            write_json(paths[i], record)
+        per_seed[s, replicate] = record
+    return [combine_seeds([per_seed[s, r] for r in range(cfg.seeds)], m_oo=m_oo, k=cfg.k, key=scorer.key)
+            for s in range(len(grid))]
 
 
 def export_config(path: str | os.PathLike, cfg: ExperimentConfig, method: MethodConfig) -> Path:

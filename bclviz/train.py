@@ -224,6 +224,20 @@ class _EmaPrototypes:
         return self.protos.copy_(p)
 
 
+def _old_classifier(w_old: torch.Tensor, p_old: torch.Tensor, old_classes: torch.Tensor) -> torch.Tensor:
+    """(C, d) rows of BCT's old classifier: the old head's row of each class's old class,
+    the class's old prototype where it has none (``old_classes[c] == -1``)."""
+    num_classes = p_old.shape[0]
+    if old_classes.dtype != torch.int64 or old_classes.shape != (num_classes,):
+        raise ValueError(f"old_classes must be an int64 tensor of shape ({num_classes},), "
+                         f"got {old_classes.dtype} {tuple(old_classes.shape)}")
+    if int(old_classes.min()) < -1 or int(old_classes.max()) >= w_old.shape[0]:
+        raise ValueError(f"old_classes must hold the old head's classes [0, {w_old.shape[0]}) or -1, got range "
+                         f"[{int(old_classes.min())}, {int(old_classes.max())}]")
+    seen = (old_classes >= 0).unsqueeze(1)
+    return torch.where(seen, w_old[old_classes.clamp_min(0)], p_old)
+
+
 def train_new(
     model: nn.Module,
     data: Labeled,
@@ -235,6 +249,7 @@ def train_new(
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     checkpoint: str | Path | None = None,
+    old_classes: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train a new model compatible with ``old`` using a registered method.
 
@@ -247,6 +262,11 @@ def train_new(
     method : a :class:`MethodConfig` or a method name with default settings.
     callback : called with each epoch's history record (e.g. to update a widget).
     checkpoint : path written after every epoch and resumed from when it exists.
+    old_classes : optional (num_classes,) int64, the old model's class of every new
+        class (-1: the old model never saw it), as ``BCLData.old_class_of``. ``None``:
+        new class ``c`` is old class ``c`` for ``c`` below the old head's row count.
+        BCT's old classifier gives class ``c`` the old head's row of its old class (so
+        classes merged in the old model share a row), or its old prototype when unseen.
 
     Returns
     -------
@@ -273,7 +293,10 @@ def train_new(
     prepared = compat.prepare(f_old_all, data.y.to(dev), p_old)
     f_old_all = f_old_all if compat.needs_old_features else None
     n_old_cls = old.head.weight.shape[0]
-    old_weights = torch.cat([old.head.weight.detach().to(dev), p_old[n_old_cls:]])[:num_classes]
+    if old_classes is None:
+        old_weights = torch.cat([old.head.weight.detach().to(dev), p_old[n_old_cls:]])[:num_classes]
+    else:
+        old_weights = _old_classifier(old.head.weight.detach().to(dev), p_old, old_classes.to(dev))
     ctx = CompatContext(p_old, p_old.clone(), old_weights, loop.head.weight, prepared)
     p_new, delta = p_old.clone(), torch.zeros_like(p_old)
     ema = _EmaPrototypes(p_new, mcfg.ema_momentum, defer=num_classes <= cfg.batch_size,

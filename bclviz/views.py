@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["preferred_method", "result_blocks", "three_spaces_from_result"]
+__all__ = ["preferred_method", "result_blocks", "three_spaces_from_result", "warm_up_umap"]
 
 
 def preferred_method(methods: Sequence[str]) -> str:
@@ -93,3 +93,11 @@ def three_spaces_from_result(
     fig = three_spaces_figure(coords, labels)
     fig.update_layout(title=f"{method}: old | pseudo-old | new ({projection.method_})")
     return fig
+
+
+def warm_up_umap():
+    """Compile UMAP in a background thread now (:func:`bclviz.projection.warm_up_umap`),
+    so that the first three-space view after training does not wait for it."""
+    from .projection import warm_up_umap as start
+
+    return start()

@@ -27,6 +27,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def trials_in_this_process():
+    """Tiny experiments train faster here than in worker processes that must start up
+    first: in the test process the default is one (tests of the workers, test_trials
+    and the demo, ask for them explicitly). Notebook kernels keep the real default."""
+    import bclviz.trials
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bclviz.trials, "default_trial_workers", lambda: 1)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_experiment():
     """(config, ExperimentResult) of a small toy update with proto and NDPP."""

@@ -174,7 +174,7 @@ CASES = [
     pytest.param(lambda e: odpp(P_OLD, P_NEW, eps=0.1, k=7), ValueError, r"k must be smaller than the number of classes \(5\), got k=7", id="odpp-k-above-classes"),
     pytest.param(lambda e: odpp(P_OLD, P_NEW, eps=0.1), ValueError, r"k must be smaller than the number of classes \(5\), got k=8", id="odpp-default-k-with-5-classes"),
     pytest.param(lambda e: ndpp(P_OLD, P_NEW, eps=0.1, k=0), ValueError, r"k must be a positive integer, got 0", id="ndpp-k-zero"),
-    pytest.param(lambda e: ndpp(P_OLD, P_NEW, eps=0.1, k=2, eps_mode="rel"), ValueError, r"eps_mode must be 'absolute' or 'relative', got 'rel'", id="ndpp-unknown-eps-mode"),
+    pytest.param(lambda e: ndpp(P_OLD, P_NEW, eps=0.1, k=2, eps_mode="rel"), ValueError, r"eps_mode must be one of \['absolute', 'relative', 'nearest-angle'\], got 'rel'", id="ndpp-unknown-eps-mode"),
     pytest.param(lambda e: odpp(P_OLD, P_NEW, eps=0.1, k=2, steps=-1), ValueError, r"steps must be an integer >= 0, got -1", id="odpp-steps-negative"),
     pytest.param(lambda e: odpp(P_OLD, P_NEW, eps=0.1, k=2, lr=0.0), ValueError, r"lr must be > 0", id="odpp-lr-zero"),
     pytest.param(lambda e: odpp(P_OLD, P_NEW, eps=0.1, k=2, gamma=-1.0), ValueError, r"gamma must be a finite number >= 0", id="odpp-gamma-negative"),

@@ -34,11 +34,12 @@ def test_run_experiment_is_deterministic():
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
     """`bclviz demo --dataset toy` run twice with the same seed (one new-model seed each,
-    to keep CI short; the default is three)."""
+    to keep CI short; the default is three), its new models trained in two worker processes."""
     outs = []
     for run in ("a", "b"):
         out = tmp_path_factory.mktemp(f"demo-{run}")
-        assert main(["demo", "--dataset", "toy", "--out", str(out), "--quiet", "--seeds", "1"]) == 0
+        assert main(["demo", "--dataset", "toy", "--out", str(out), "--quiet", "--seeds", "1",
+                     "--workers", "2"]) == 0
         outs.append(out)
     return outs
 

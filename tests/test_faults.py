@@ -96,6 +96,7 @@ SWEEP_DRIVER = textwrap.dedent(
     import json, sys, time
     import torch
     import bclviz.sweep as sweep
+    import bclviz.trials as trials
     from bclviz.config import TrainConfig
     from bclviz.experiment import ModelSpec, default_experiment, run_experiment
 
@@ -107,20 +108,20 @@ SWEEP_DRIVER = textwrap.dedent(
             old_train=TrainConfig(epochs=2, batch_size=32), new_train=TrainConfig(epochs=2, batch_size=32),
             methods=(),
         )
-        res = run_experiment(cfg, progress=False)
+        res = run_experiment(cfg, progress=False, workers=1)
         grid = sweep.sweep_grid(methods=("ndpp",), eps=(0.1, 0.2, 0.3, 0.4), baselines=("proto",))
-        train = sweep.train_and_score
+        train = trials.train_and_score  # every trial of the sweep (in this process) calls it
 
         def paced(*args, **kwargs):  # leaves time to kill the process between two settings
             time.sleep(pace)
             return train(*args, **kwargs)
 
         if pace:
-            sweep.train_and_score = paced
+            trials.train_and_score = paced
         try:
-            records = sweep.run_sweep(res.data, res.old, cfg, grid, cache_dir=cache_dir, progress=False)
+            records = sweep.run_sweep(res.data, res.old, cfg, grid, cache_dir=cache_dir, progress=False, workers=1)
         finally:
-            sweep.train_and_score = train
+            trials.train_and_score = train
         with open(out, "w") as fh:
             json.dump(records, fh)
 
@@ -387,7 +388,9 @@ def test_failed_checkpoint_metadata_write_leaves_a_whole_checkpoint_or_none(tmp_
 def test_sweep_with_unwritable_cache_fails_before_training(tiny_toy, tiny_old, tmp_path, monkeypatch):
     cfg, grid = _sweep_setup()
     trained = []
-    monkeypatch.setattr(sweep_module, "train_and_score", lambda *a, **k: trained.append(a) or pytest.fail("trained"))
+    import bclviz.trials as trials_module
+
+    monkeypatch.setattr(trials_module, "train_and_score", lambda *a, **k: trained.append(a) or pytest.fail("trained"))
     target = _parent_is_a_file(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="afile"):
         run_sweep(tiny_toy, tiny_old, cfg, grid, cache_dir=target, progress=False)

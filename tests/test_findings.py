@@ -29,7 +29,31 @@ def test_findings_report_is_generated_from_measurements(tmp_path):
             assert d["verdict"] != "better" or d["mean_diff"] - d["half_width"] > 0
     text = findings_markdown([f], command="bclviz findings --datasets toy")
     assert "## toy" in text and "| proto |" in text and "bclviz findings --datasets toy" in text
-    assert text.count("\n| ") == len(f["rows"]) + 1  # header + one row per setting
+    # summary (header + one dataset) and the dataset's table (header + one row per setting)
+    assert text.count("\n| ") == 2 + len(f["rows"]) + 1
+    assert f["tax"]["seeds"] == 2 and f["tax"]["metric"] == f["headline"] and f["headroom"]["value"] >= 0
     # a rerun reads every (setting, seed) from the cache and gives the same numbers
     again = dataset_findings("toy", seeds=2, eps=(0.3,), cache_root=tmp_path, overrides=TINY, progress=False)
     assert [r["self"] for r in again["rows"]] == [r["self"] for r in f["rows"]]
+
+
+def test_findings_markdown_shows_tax_and_headroom():
+    def row(label, method, self_, **extra):
+        return {"label": label, "method": method, "self": self_, "self_ci": 0.01, "cross": 0.4, "cross_ci": 0.01,
+                "compatible": True, **extra}
+
+    same = {"mean_diff": 0.0, "half_width": 0.01, "verdict": "no clear difference"}
+    f = {"dataset": "glyphs", "seeds": 5, "k": 100, "headline": "mAP@100", "reference": "proto", "old_old": 0.3,
+         "num_classes": 60, "minutes": 1.0,
+         "rows": [row("independent", "independent", 0.80, vs={"self": same, "cross": same}),
+                  row("proto", "proto", 0.70), row("ndpp", "ndpp", 0.71, vs={"self": same, "cross": same})],
+         "tax": {"metric": "mAP@100", "tax": 0.1, "half_width": 0.02, "verdict": "above zero"},
+         "headroom": {"value": 0.0412, "k": 5, "crowding_old": 0.61, "crowding_new": 0.40}}
+    text = findings_markdown([f], command="bclviz findings --datasets glyphs")
+    assert "| glyphs | 0.300 | 0.800 ± 0.010 | 0.700 ± 0.010 | +0.100 ± 0.020 (above zero) | 0.041 (k = 5) |" in text
+    assert ("The compatibility tax (independent self minus proto self) is +0.100 ± 0.020 (above zero): aligning "
+            "with the old model costs the new model self-test") in text
+    assert "The headroom (mean old-space excess crowding that the independent model undoes, k = 5) is 0.041" in text
+    f["tax"] = {"metric": "mAP@100", "tax": None, "half_width": None, "verdict": None, "reason": "proto not run"}
+    text = findings_markdown([f], command="bclviz findings --datasets glyphs")
+    assert "| n/a (proto not run) |" in text and "The compatibility tax" not in text

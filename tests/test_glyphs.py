@@ -86,6 +86,42 @@ def test_lookalikes_are_reported():
     assert d.info["identical_classes"] == ["AΑ", "oο"]  # Latin and Greek share outlines
 
 
+def test_dropping_lookalikes_keeps_the_latin_letter(tmp_path):
+    fonts = {"train_fonts": ["DejaVuSans", "DejaVuSerif"], "eval_fonts": ["DejaVuSansMono"]}
+    classes = ["A", "Α", "o", "ο", "0", "O", "Γ"]
+    kept = make_glyphs(**{**SMALL, "classes": classes, **fonts}, cache_dir=tmp_path)
+    dropped = make_glyphs(**{**SMALL, "classes": classes, **fonts}, cache_dir=tmp_path, lookalikes="drop")
+    assert kept.info["lookalikes"] == "keep" and kept.info["dropped_lookalikes"] == ""
+    assert dropped.info["dropped_lookalikes"] == "Αο" and set("Αο") <= set(glyphs.GLYPH_LOOKALIKES)
+    assert sorted(dropped.info["class_chars"]) == sorted("Ao0OΓ") and dropped.num_classes == 5
+    assert dropped.info["identical_classes"] == [] and dropped.info["dropped_classes"] == ""
+    # the same rendered images (one cache file), less the dropped classes' ones
+    chars_kept = np.array(kept.info["class_chars"])[kept.new_train.y.numpy()]
+    rows = torch.from_numpy(np.flatnonzero(~np.isin(chars_kept, list("Αο"))))
+    assert torch.equal(kept.new_train.x[rows], dropped.new_train.x)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    with pytest.raises(ValueError, match=r"lookalikes must be one of \['keep', 'drop'\], got 'merge'"):
+        make_glyphs(**SMALL, cache_dir=None, lookalikes="merge")
+
+
+def test_glyph_scenarios(tmp_path):
+    from bclviz.data import load_dataset
+    from bclviz.data.scenarios import GLYPH_SUPERCLASSES
+
+    small = {**SMALL, "classes": list("0O1AaΓγ"), "cache_dir": tmp_path}
+    coarse = load_dataset("glyphs", scenario="coarse-old", **small)
+    assert coarse.info["scenario"] == "coarse-old" and coarse.info["lookalikes"] == "drop"
+    family = dict(zip(coarse.info["class_chars"], (GLYPH_SUPERCLASSES[g] for g in coarse.old_class_of.tolist())))
+    assert family == {"0": "digits", "1": "digits", "O": "Latin capitals", "A": "Latin capitals",
+                      "a": "Latin small letters", "Γ": "Greek capitals", "γ": "Greek small letters"}
+    assert coarse.num_old_classes == 5 and len(coarse.old_train) == len(coarse.new_train)
+    lowres = load_dataset("glyphs", scenario="lowres-old", **small)
+    assert lowres.old_view.factor == 4 and lowres.input_shape == (1, 12, 12)
+    v1 = load_dataset("glyphs", scenario="default-v1", **small)
+    direct = make_glyphs(**small)
+    assert torch.equal(v1.new_train.x, direct.new_train.x) and torch.equal(v1.old_train.y, direct.old_train.y)
+
+
 # ----------------------------------------------------------------------------- rendering
 def test_plain_rendering_is_centred_and_keeps_case():
     d = make_glyphs(size=28, images_per_font=2, classes=["O", "o", "H"], train_fonts=["DejaVuSans"],

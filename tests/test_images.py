@@ -316,3 +316,26 @@ def test_image_bcl_data_bad_arguments(kwargs, match):
     kwargs = {"name": "digits", **kwargs}
     with pytest.raises(ValueError, match=match):
         image_bcl_data(**kwargs)
+
+
+def test_fashion_scenarios_from_tiny_files(tmp_path, no_default_places):
+    from bclviz.data import load_dataset
+    from bclviz.data.scenarios import FASHION_MNIST_CLASSES, FASHION_MNIST_SUPERCLASSES
+    from bclviz.models import BlockAverage
+
+    write_fashion(tmp_path, gz=False, n_train=100, n_test=50)
+    coarse = load_dataset("fashion-mnist", scenario="coarse-old", root=tmp_path)
+    names = list(FASHION_MNIST_SUPERCLASSES)
+    assert coarse.num_old_classes == 4 and coarse.info["superclasses"] == names
+    by_class = {FASHION_MNIST_CLASSES[c]: names[g] for c, g in zip(coarse.info["class_ids"], coarse.old_class_of.tolist())}
+    assert by_class["Sneaker"] == by_class["Ankle boot"] == by_class["Sandal"] == "footwear"
+    assert by_class["Shirt"] == by_class["Coat"] == "tops" and by_class["Bag"] == "bags"
+    assert torch.equal(coarse.old_train.y, coarse.old_class_of[coarse.new_train.y])
+    lowres = load_dataset("fashion-mnist", scenario="lowres-old", root=tmp_path)
+    assert isinstance(lowres.old_view, BlockAverage) and lowres.old_view.factor == 4
+    assert lowres.num_old_classes == 10 and len(lowres.old_train) == len(lowres.new_train)  # old_ratio 1
+    weak = load_dataset("fashion-mnist", scenario="weak-old", root=tmp_path)
+    assert (weak.num_classes, weak.num_old_classes) == (10, 3) and weak.info["setting"] == "extended-class"
+    v1 = load_dataset("fashion-mnist", scenario="default-v1", root=tmp_path)
+    direct = image_bcl_data("fashion-mnist", root=tmp_path)
+    assert torch.equal(v1.old_train.x, direct.old_train.x) and torch.equal(v1.query.y, direct.query.y)

@@ -74,15 +74,16 @@ def test_l2(batch):
     assert float(l2_loss(f_n, f_o)) == pytest.approx(want, rel=1e-12)
 
 
-def test_lce(batch):
+@pytest.mark.parametrize("align_weight", [1.0, 3.5])
+def test_lce(batch, align_weight):
     f_n, _, y, P, W = batch
     theta = torch.linspace(0.2, 0.9, C, dtype=torch.float64)
     want = 0.0
     for i in range(B):
         c = int(y[i])
         want += max(0.0, float(theta[c]) - float(f_n[i] @ P[c]))
-        want += 1 - float(W[c] @ P[c] / (W[c].norm() * P[c].norm()))
-    assert float(lce_loss(f_n, y, W, P, theta)) == pytest.approx(want / B, rel=1e-9)
+        want += align_weight * (1 - float(W[c] @ P[c] / (W[c].norm() * P[c].norm())))
+    assert float(lce_loss(f_n, y, W, P, theta, align_weight=align_weight)) == pytest.approx(want / B, rel=1e-9)
 
 
 def test_hot_refresh(batch):

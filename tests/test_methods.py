@@ -68,3 +68,17 @@ def test_perturbing_methods_search_neighbours_once_as_configured(search, monkeyp
         first = method.perturb(p_o, p_n, None)
         assert torch.equal(method.perturb(p_o, p_n, None), first)
     assert calls == [search, search]  # once per method object, reused by the refresh
+
+
+@pytest.mark.parametrize("mode", ["absolute", "relative", "nearest-angle"])
+def test_perturbing_methods_use_the_configured_budget_mode(mode):
+    from bclviz.perturb import ndpp, odpp
+
+    g = torch.Generator().manual_seed(2)
+    p_o, p_n = torch.randn(10, 4, generator=g), torch.randn(10, 4, generator=g)
+    got = create_method(MethodConfig(name="ndpp", eps=0.5, k=3, eps_mode=mode)).perturb(p_o, p_n, None)
+    torch.testing.assert_close(got, ndpp(p_o, p_n, eps=0.5, k=3, eps_mode=mode))
+    got = create_method(MethodConfig(name="odpp", eps=0.5, k=3, eps_mode=mode)).perturb(p_o, p_n, None)
+    torch.testing.assert_close(got, odpp(p_o, p_n, eps=0.5, k=3, eps_mode=mode))
+    if mode != "absolute":
+        assert not torch.equal(got, odpp(p_o, p_n, eps=0.5, k=3))

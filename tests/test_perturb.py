@@ -31,9 +31,16 @@ def naive_neighbors(P, c, k):
     return [j for _, j in sims[:k]]
 
 
-def naive_budget(P_o, c, eps, mode):
+def naive_excess(P_o, P_n, c, k):
+    return max(max(0.0, float(P_o[c] @ P_o[j]) - float(P_n[c] @ P_n[j])) for j in naive_neighbors(P_o, c, k))
+
+
+def naive_budget(P_o, c, eps, mode, P_n=None, k=None):
     if mode == "absolute":
         return eps
+    if mode == "relative":
+        top = max(naive_excess(P_o, P_n, i, k) for i in range(P_o.shape[0]))
+        return 0.0 if top == 0 else eps * naive_excess(P_o, P_n, c, k) / top
     nearest = naive_neighbors(P_o, c, 1)[0]
     return eps * math.acos(max(-1.0, min(1.0, float(P_o[c] @ P_o[nearest]))))
 
@@ -51,7 +58,7 @@ def naive_ndpp(P_o, P_n, eps, k, mode="absolute"):
             if t.norm() <= 1e-6:
                 continue
             r += w * t / t.norm()
-        delta[c] = naive_budget(P_o, c, eps, mode) * r / max(1.0, float(r.norm()))
+        delta[c] = naive_budget(P_o, c, eps, mode, P_n, k) * r / max(1.0, float(r.norm()))
     return delta
 
 
@@ -75,7 +82,7 @@ def naive_odpp(P_o, P_n, eps, k, steps, gamma, lr, mode="absolute"):
         opt.step()
         with torch.no_grad():
             for c in range(delta.shape[0]):
-                n, b = delta[c].norm(), naive_budget(P_o, c, eps, mode)
+                n, b = delta[c].norm(), naive_budget(P_o, c, eps, mode, P_n, k)
                 if n > b:
                     delta[c] *= b / n
     return delta.detach()
@@ -108,7 +115,7 @@ def test_ndpp_hand_computed_two_classes():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("mode", ["absolute", "relative"])
+@pytest.mark.parametrize("mode", ["absolute", "relative", "nearest-angle"])
 def test_odpp_matches_naive_autograd_adam(seed, mode):
     P_o, P_n = random_protos(10, 5, seed, noise=0.8)
     got = odpp(P_o, P_n, eps=0.3, k=4, steps=12, gamma=0.1, lr=0.02, eps_mode=mode)
@@ -117,11 +124,12 @@ def test_odpp_matches_naive_autograd_adam(seed, mode):
 
 
 @pytest.mark.parametrize("seed", [0, 3])
-def test_ndpp_relative_matches_naive_loop(seed):
+@pytest.mark.parametrize("mode", ["relative", "nearest-angle"])
+def test_ndpp_budget_modes_match_naive_loop(seed, mode):
     P_o, P_n = random_protos(12, 6, seed)
     for eps in (0.1, 0.5, 2.0):
-        got = ndpp(P_o, P_n, eps=eps, k=3, eps_mode="relative")
-        torch.testing.assert_close(got, naive_ndpp(P_o, P_n, eps, 3, "relative"), atol=1e-10, rtol=1e-8)
+        got = ndpp(P_o, P_n, eps=eps, k=3, eps_mode=mode)
+        torch.testing.assert_close(got, naive_ndpp(P_o, P_n, eps, 3, mode), atol=1e-10, rtol=1e-8)
 
 
 def test_odpp_objective_matches_naive():
@@ -293,6 +301,9 @@ def test_deterministic():
     P_o, P_n = random_protos(30, 8, 9)
     assert torch.equal(odpp(P_o, P_n, eps=0.3), odpp(P_o, P_n, eps=0.3))
     assert torch.equal(ndpp(P_o, P_n, eps=0.3), ndpp(P_o, P_n, eps=0.3))
+    for mode in ("relative", "nearest-angle"):
+        assert torch.equal(odpp(P_o, P_n, eps=0.3, eps_mode=mode), odpp(P_o, P_n, eps=0.3, eps_mode=mode))
+        assert torch.equal(ndpp(P_o, P_n, eps=0.3, eps_mode=mode), ndpp(P_o, P_n, eps=0.3, eps_mode=mode))
 
 
 # ---------------------------------------------------------------- bad input
@@ -305,7 +316,8 @@ def test_deterministic():
         (dict(eps=float("nan")), ValueError, "eps"),
         (dict(eps=0.1, k=0), ValueError, "k must be a positive integer"),
         (dict(eps=0.1, k=6), ValueError, "k must be smaller than the number of classes"),
-        (dict(eps=0.1, k=2, eps_mode="percent"), ValueError, "eps_mode must be 'absolute' or 'relative'"),
+        (dict(eps=0.1, k=2, eps_mode="percent"), ValueError,
+         r"eps_mode must be one of \['absolute', 'relative', 'nearest-angle'\], got 'percent'"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
@@ -338,14 +350,82 @@ def test_bad_prototypes():
 
 @settings(max_examples=30, deadline=None)
 @given(proto_sets, st.sampled_from(["ndpp", "odpp"]))
-def test_relative_budget_is_a_multiple_of_the_nearest_gap(args, method):
+def test_nearest_angle_budget_is_a_multiple_of_the_nearest_gap(args, method):
     C, d, seed, eps = args
     P_o, P_n = random_protos(C, d, seed, noise=1.0)
     fn = ndpp if method == "ndpp" else lambda a, b, **kw: odpp(a, b, steps=8, **kw)
-    delta = fn(P_o, P_n, eps=eps, k=min(3, C - 1), eps_mode="relative")
-    gaps = torch.tensor([naive_budget(P_o, c, 1.0, "relative") for c in range(C)], dtype=torch.float64)
+    delta = fn(P_o, P_n, eps=eps, k=min(3, C - 1), eps_mode="nearest-angle")
+    gaps = torch.tensor([naive_budget(P_o, c, 1.0, "nearest-angle") for c in range(C)], dtype=torch.float64)
     assert torch.isfinite(delta).all()
     assert bool((delta.norm(dim=1) <= eps * gaps + 1e-6).all())
+
+
+@settings(max_examples=30, deadline=None)
+@given(proto_sets, st.sampled_from(["ndpp", "odpp"]))
+def test_relative_budget_follows_excess_crowding(args, method):
+    C, d, seed, eps = args
+    P_o, P_n = random_protos(C, d, seed, noise=1.0)
+    fn = ndpp if method == "ndpp" else lambda a, b, **kw: odpp(a, b, steps=8, **kw)
+    k = min(3, C - 1)
+    delta = fn(P_o, P_n, eps=eps, k=k, eps_mode="relative")
+    room = torch.tensor([naive_budget(P_o, c, eps, "relative", P_n, k) for c in range(C)], dtype=torch.float64)
+    assert torch.isfinite(delta).all()
+    assert bool((delta.norm(dim=1) <= room + 1e-6).all()) and float(room.max()) <= eps + 1e-12
+    # never more room than "absolute" gives, and the most excessively crowded class gets all of it
+    excess = [naive_excess(P_o, P_n, c, k) for c in range(C)]
+    if max(excess) > 0:
+        assert float(room[int(np.argmax(excess))]) == pytest.approx(eps)
+
+
+# Five classes in 3-d, k = 1 (each class's nearest old neighbour is unique):
+#   0, 1: one collapsed old prototype (1, 0, 0); the new model places them at cosine 0.6.
+#   2, 3: old cosine 0.8, new cosine 0.6.
+#   4:    nearest old neighbour 3 (cosine 0.6); the new model keeps them at 0.8.
+HAND_OLD = [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0.8, 0.6], [0, 0, 1]]
+HAND_NEW = [[1, 0, 0], [0.6, 0, 0.8], [0, 1, 0], [0, 0.6, 0.8], [0, 0, 1]]
+
+
+def test_budgets_hand_computed():
+    from bclviz.perturb import budgets, excess_crowding
+
+    P_o, P_n = unit(HAND_OLD), unit(HAND_NEW)
+    nbr = old_neighbors(P_o, 1)
+    assert nbr[:, 0].tolist() == [1, 0, 3, 2, 3]
+    # excess crowding max(0, S_o - S_n): 1 - 0.6 for the collapsed pair, 0.8 - 0.6, none for 4
+    torch.testing.assert_close(excess_crowding(P_o, P_n, nbr), torch.tensor([0.4, 0.4, 0.2, 0.2, 0.0], dtype=torch.float64))
+    # "relative": eps * excess / largest excess; the collapsed pair gets the largest budget, class 4 none
+    rel = budgets(P_o, P_n, nbr, 0.5, "relative").squeeze(1)
+    torch.testing.assert_close(rel, torch.tensor([0.5, 0.5, 0.25, 0.25, 0.0], dtype=torch.float64))
+    assert int(rel.argmax()) in (0, 1) and float(rel[4]) == 0
+    # "nearest-angle" (the former "relative"): no room at all for the collapsed pair
+    angle = budgets(P_o, P_n, nbr, 0.5, "nearest-angle").squeeze(1)
+    torch.testing.assert_close(angle, 0.5 * torch.tensor([0.0, 0.0, math.acos(0.8), math.acos(0.8), math.acos(0.6)],
+                                                         dtype=torch.float64), atol=1e-7, rtol=0)
+    torch.testing.assert_close(budgets(P_o, P_n, nbr, 0.5, "absolute").squeeze(1), torch.full((5,), 0.5, dtype=torch.float64))
+    # nobody crowded in excess: no budget anywhere (and no division by zero)
+    assert torch.count_nonzero(budgets(P_o, P_o, nbr, 0.5, "relative")) == 0
+    with pytest.raises(ValueError, match=r"eps_mode must be one of .*got 'angle'"):
+        budgets(P_o, P_n, nbr, 0.5, "angle")
+
+
+def test_ndpp_relative_budgets_hand_computed():
+    P_o, P_n = unit(HAND_OLD), unit(HAND_NEW)
+    got = ndpp(P_o, P_n, eps=0.5, k=1, eps_mode="relative")
+    want = torch.tensor([
+        [0, 0, -0.5 * 0.4],        # budget 0.5, r = 0.4 * (new-space direction (0, 0, -1)); old ones coincide
+        [0, 0, 0.5 * 0.4],
+        [0, 0, -0.25 * 0.2],       # budget 0.25, r = 0.2 * (0, 0, -1): away from 3 in the tangent plane at (0, 1, 0)
+        [0, -0.25 * 0.2 * 0.6, 0.25 * 0.2 * 0.8],  # away from 2 in the tangent plane at (0, 0.8, 0.6)
+        [0, 0, 0],                 # no excess crowding, no budget
+    ], dtype=torch.float64)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    # "absolute" moves class 2 twice as far; "nearest-angle" does not move the collapsed pair at all
+    assert float(ndpp(P_o, P_n, eps=0.5, k=1)[2].norm()) == pytest.approx(0.5 * 0.2)
+    assert float(ndpp(P_o, P_n, eps=0.5, k=1, eps_mode="nearest-angle")[:2].abs().max()) == 0
+    # ODPP under the same budgets: the pair gets apart, class 4 stays put
+    delta = odpp(P_o, P_n, eps=0.5, k=1, eps_mode="relative")
+    assert float(delta[4].abs().max()) == 0 and float(delta[0].norm()) > 0.05
+    assert bool((delta.norm(dim=1) <= torch.tensor([0.5, 0.5, 0.25, 0.25, 0.0], dtype=torch.float64) + 1e-9).all())
 
 
 @pytest.mark.parametrize("fn", ["ndpp", "odpp"])

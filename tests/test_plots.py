@@ -174,6 +174,22 @@ def test_tradeoff_figure_data():
         tradeoff_figure(points, old_old=float("nan"))
 
 
+def test_tradeoff_figure_tax_segment():
+    points = [dict(label="proto", method="proto", self=0.70, cross=0.55),
+              dict(label="independent", method="independent", self=0.80, cross=0.20),
+              dict(label="old", method="old", self=0.40, cross=0.40)]
+    tax = {"metric": "mAP@100", "tax": 0.1, "half_width": 0.02, "verdict": "above zero"}
+    fig = tradeoff_figure(points, old_old=0.40, tax=tax)
+    seg = _trace(fig, "tax")
+    assert list(seg.x) == [0.20, 0.55] and list(seg.y) == [0.80, 0.70] and seg.meta == "tax"
+    assert seg.name == "compatibility tax (mAP@100): +0.100 &plusmn; 0.020 (above zero)"
+    assert [a.text for a in fig.layout.annotations if a.text.startswith("tax")] == ["tax +0.100 &plusmn; 0.020 (above zero)"]
+    no_tax = {**tax, "tax": None, "half_width": None, "verdict": None, "reason": "proto not run"}
+    for fig in (tradeoff_figure(points, old_old=0.4), tradeoff_figure(points, old_old=0.4, tax=no_tax),
+                tradeoff_figure(points[1:], old_old=0.4, tax=tax)):  # no proto point: nothing to join
+        assert "tax" not in {t.uid for t in fig.data}
+
+
 def test_tradeoff_points_from_results(experiment):
     results = experiment.results
     points = tradeoff_points(results)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bclviz.proxies import crowding, drift, recognisability
+from bclviz.proxies import crowding, drift, format_headroom, headroom, recognisability
 
 
 def test_crowding_hand_computed():
@@ -28,3 +28,77 @@ def test_recognisability_hand_computed():
     assert recognisability(feats, labels, protos, block=1) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="out of range"):
         recognisability(feats, torch.tensor([0, 1, 2, 0]), protos)
+
+
+def _headroom_reference(p_o, p_n, k):
+    """Naive loop: dense similarities, neighbours by sorting each row (self excluded)."""
+    p_o = (p_o / np.linalg.norm(p_o, axis=1, keepdims=True)).astype(np.float64)
+    p_n = (p_n / np.linalg.norm(p_n, axis=1, keepdims=True)).astype(np.float64)
+    s_o, s_n = p_o @ p_o.T, p_n @ p_n.T
+    total = 0.0
+    for c in range(len(p_o)):
+        others = [j for j in np.argsort(-s_o[c], kind="stable") if j != c][:k]
+        for j in others:
+            total += max(0.0, s_o[c, j] - s_n[c, j])
+    return total / (len(p_o) * k)
+
+
+def test_headroom_hand_computed_2d():
+    # old space: classes 0 and 1 collapse (cosine 1); class 2 opposite. New space: 0 and 1
+    # are orthogonal, class 2 stays put. Neighbours (k=1): 0<->1, 2 -> 0 or 1 (cosine -1 both).
+    p_o = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    p_n = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    # w[0,1] = w[1,0] = 1 - 0 = 1; class 2: S_o = -1, S_n in {-1, 0} -> 0
+    assert headroom(p_o, p_n, k=1) == pytest.approx(2 / 3)
+    # k=2: every class has both others; w[0,2]=0, w[1,2]=max(0,-1-0)=0, w[2,*]=0
+    assert headroom(p_o, p_n, k=2) == pytest.approx(2 / 6)
+    assert headroom(p_o, p_o, k=2) == 0.0  # identical spaces: nothing to undo
+    # the new model crowds a pair the old one kept apart: max(0, .) gives no headroom
+    assert headroom(torch.eye(2), torch.tensor([[1.0, 0.0], [1.0, 0.0]]), k=1) == 0.0
+    assert headroom(3 * p_o, 0.5 * p_n, k=1) == pytest.approx(2 / 3)  # rows are normalised
+
+
+@pytest.mark.parametrize("C,d,k", [(12, 5, 3), (40, 8, 5), (9, 3, 8)])
+def test_headroom_matches_naive_loop(C, d, k):
+    g = torch.Generator().manual_seed(C * 100 + k)
+    p_o = torch.randn(C, d, generator=g, dtype=torch.float64)
+    p_n = p_o + 0.7 * torch.randn(C, d, generator=g, dtype=torch.float64)
+    want = _headroom_reference(p_o.numpy(), p_n.numpy(), k)
+    assert headroom(p_o, p_n, k=k) == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert headroom(p_o.numpy(), p_n.numpy(), k=k) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_headroom_blocks_do_not_change_the_value(monkeypatch):
+    import bclviz.proxies as proxies
+
+    g = torch.Generator().manual_seed(1)
+    p_o, p_n = torch.randn(30, 4, generator=g), torch.randn(30, 4, generator=g)
+    whole = headroom(p_o, p_n, k=4)
+    monkeypatch.setattr(proxies, "_BLOCK", 7)
+    assert headroom(p_o, p_n, k=4) == pytest.approx(whole, rel=1e-6)
+
+
+def test_headroom_rejects_bad_inputs():
+    p = torch.eye(3)
+    with pytest.raises(ValueError, match="k must be smaller"):
+        headroom(p, p, k=3)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        headroom(p, p, k=0)
+    with pytest.raises(ValueError, match="one row per class"):
+        headroom(p, p[:2], k=1)
+    with pytest.raises(ValueError, match="embedding dimension"):
+        headroom(p, torch.eye(3, 2), k=1)
+    with pytest.raises(ValueError, match="all-zero rows"):
+        headroom(p, torch.zeros(3, 3), k=1)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        headroom(p, torch.full((3, 3), float("nan")), k=1)
+    with pytest.raises(ValueError, match="search must be"):
+        headroom(p, p, k=1, search="fuzzy")
+
+
+def test_format_headroom():
+    assert format_headroom({"value": 0.0412, "k": 5, "crowding_old": 0.6, "crowding_new": 0.4}) == \
+        "0.041 (k = 5; crowding old 0.600, new 0.400)"
+    assert format_headroom({"value": 0.5, "k": 1}) == "0.500 (k = 1)"
+    assert format_headroom(None) == "n/a (not computed)"
+    assert format_headroom({"value": None, "reason": "one class"}) == "n/a (one class)"

@@ -112,10 +112,22 @@ def package_sources() -> list[Path]:
     return files
 
 
+#: modules that unpickle, and why that is no file loading: bclviz's messages to and from
+#: the trial worker processes it started itself, over a local connection authenticated
+#: with a fresh random key (what multiprocessing does for its own workers)
+TRIAL_IPC = ("bclviz/trials.py", "bclviz/trial_worker.py")
+
+
 def test_no_pickle_based_loading_in_the_package():
     problems = []
     for path in package_sources():
-        problems += unsafe_loads(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+        name = path.relative_to(ROOT).as_posix()
+        found = unsafe_loads(path.read_text(encoding="utf-8"), name)
+        if name in TRIAL_IPC:
+            assert found, f"{name} no longer unpickles; drop it from TRIAL_IPC"
+            assert "Listener(authkey=" in path.read_text() or "Client(address, authkey=" in path.read_text()
+            continue
+        problems += found
     assert problems == []
 
 

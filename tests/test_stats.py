@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bclviz.stats import mean_interval, paired_difference, verdict
+from bclviz.readouts import format_tax
+from bclviz.stats import NO_INTERVAL, compatibility_tax, mean_interval, paired_difference, tax_from_seeds, verdict
 
 
 def test_mean_interval_hand_computed():
@@ -51,3 +52,45 @@ def test_interval_matches_numpy_and_contains_mean(values):
     expected = t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
     assert half == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert half >= 0
+
+
+def _seeds(*values, key="mAP@100"):
+    return [{"self": {key: v, "R@1": v / 2}, "cross": {key: v / 3}} for v in values]
+
+
+def test_compatibility_tax_paired_over_seeds():
+    ind, proto = [0.80, 0.82, 0.79], [0.70, 0.73, 0.70]
+    results = {"k": 100, "headline": "mAP@100", "independent": {"per_seed": _seeds(*ind)},
+               "methods": {"proto": {"per_seed": _seeds(*proto)}}}
+    tax = compatibility_tax(results)
+    want = paired_difference(ind, proto)
+    assert tax == {"metric": "mAP@100", "tax": pytest.approx(want["mean_diff"]), "half_width": pytest.approx(want["half_width"]),
+                   "verdict": "above zero", "independent": pytest.approx(0.80333333), "aligned": pytest.approx(0.71),
+                   "seeds": 3}
+    assert tax["tax"] == pytest.approx(0.28 / 3)
+    assert format_tax(tax) == f"+0.093 +- {want['half_width']:.3f} (above zero)"
+    # proto above independent on every seed: a negative tax
+    results["methods"]["proto"]["per_seed"] = _seeds(0.85, 0.86, 0.84)
+    assert compatibility_tax(results)["verdict"] == "below zero"
+    results["methods"]["proto"]["per_seed"] = _seeds(0.81, 0.80, 0.80)
+    assert compatibility_tax(results)["verdict"] == "no clear difference"
+    # another metric, and mAP@k when the results name no headline
+    assert compatibility_tax(results, metric="R@1")["tax"] == pytest.approx((0.80 - 0.81 + 0.02 - 0.01) / 6)
+    del results["headline"]
+    assert compatibility_tax(results)["metric"] == "mAP@100"
+
+
+def test_compatibility_tax_one_seed_and_missing_runs():
+    one = {"k": 100, "headline": "mAP@100", "independent": {"per_seed": _seeds(0.8)},
+           "methods": {"proto": {"per_seed": _seeds(0.75)}}}
+    tax = compatibility_tax(one)
+    assert tax["tax"] == pytest.approx(0.05) and tax["half_width"] is None
+    assert tax["verdict"] == "no interval (1 seed)" == NO_INTERVAL
+    assert format_tax(tax) == "+0.050 (no interval (1 seed))"
+    missing = compatibility_tax({**one, "methods": {"ndpp": {"per_seed": _seeds(0.7)}}})
+    assert (missing["tax"], missing["half_width"], missing["verdict"]) == (None, None, None)
+    assert "proto not run" in missing["reason"]
+    assert format_tax(missing).startswith("n/a (proto not run")
+    assert "independent and proto not run" in compatibility_tax({"k": 100, "methods": {}})["reason"]
+    with pytest.raises(ValueError, match="same seeds"):
+        tax_from_seeds(_seeds(0.8, 0.7), _seeds(0.8), "mAP@100")

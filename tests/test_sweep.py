@@ -4,6 +4,7 @@ import json
 import pytest
 
 import bclviz.sweep as sweep
+import bclviz.trials as trials
 from bclviz.config import MethodConfig, TrainConfig
 from bclviz.pipeline import train_and_score
 from bclviz.runconfig import RunConfig, load_run_config
@@ -44,7 +45,7 @@ def counting(monkeypatch, fail_on=None):
             raise KeyboardInterrupt("interrupted")
         return train_and_score(*args, **kwargs)
 
-    monkeypatch.setattr(sweep, "train_and_score", wrapped)
+    monkeypatch.setattr(trials, "train_and_score", wrapped)  # every sweep trial goes through it
     return calls
 
 

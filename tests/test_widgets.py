@@ -12,7 +12,8 @@ import bclviz.widgets.lab as lab_module
 from bclviz.config import MethodConfig
 from bclviz.experiment import train_and_evaluate_new
 from bclviz.perturb import ndpp, odpp, old_neighbors, pseudo_old
-from bclviz.proxies import crowding, drift, recognisability
+from bclviz.proxies import crowding, drift, format_headroom, headroom, recognisability
+from bclviz.readouts import format_tax
 from bclviz.runconfig import RunConfig, load_run_config
 from bclviz.widgets import (
     PerturbationExplorer,
@@ -22,6 +23,7 @@ from bclviz.widgets import (
     format_proxies,
     measure_latency,
 )
+from bclviz.widgets.explorer import format_readouts
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def test_explorer_state_is_the_perturbation(tiny):
     assert s["proxies"] == pytest.approx({
         "crowding_old": crowding(p_o), "crowding_pseudo_old": crowding(s["pseudo_old"]),
         "drift_deg": math.degrees(drift(s["pseudo_old"], p_o)),
-        "delta_mean": float(s["delta"].norm(dim=1).mean()),
+        "delta_mean": float(s["delta"].norm(dim=1).mean()), "headroom": headroom(p_o, p_n, k=3),
     })
     o = explorer_state(p_o, p_n, method="odpp", eps=0.3, k=4, gamma=0.5)
     torch.testing.assert_close(o["delta"], odpp(p_o, p_n, eps=0.3, k=4, gamma=0.5))
@@ -118,6 +120,7 @@ def test_explorer_previews_the_budget_mode_and_search_training_uses(tiny, name):
             want = odpp(p_o, p_n, eps=0.5, k=3, eps_mode="relative", neighbors=neighbors)
         torch.testing.assert_close(ex.state["delta"], want)
         assert ex.state["proxies"]["delta_mean"] == pytest.approx(float(want.norm(dim=1).mean()))
+        assert ex.state["proxies"]["headroom"] == pytest.approx(headroom(p_o, p_n, k=3, search="ivf"))
     finally:
         methods.clear()
         methods.update(saved)
@@ -134,12 +137,26 @@ def test_explorer_starts_at_trained_setting(explorer, tiny):
     assert_figure_matches(explorer)
 
 
+def test_explorer_shows_headroom_and_tax(explorer, tiny):
+    results = tiny[1].results
+    # the live headroom follows the k slider (the old-space neighbours the preview uses)
+    explorer.k_slider.value = 2
+    assert explorer.state["proxies"]["headroom"] == pytest.approx(
+        headroom(explorer.old_protos, explorer.new_protos, k=2))
+    assert f"headroom {explorer.state['proxies']['headroom']:.3f}" in explorer.proxies_html.value
+    # the experiment's readouts, fixed: tax and the independent model's headroom
+    line = explorer.readouts_html.value
+    assert line == format_readouts(results) and explorer.readouts_html in explorer.widget.children
+    assert format_tax(results["tax"], plus_minus="&plusmn;") in line and format_headroom(results["headroom"]) in line
+    assert format_readouts({}) == ""
+
+
 def test_eps_slider_moves_only_pseudo_old(explorer):
     before = {uid: xy(t) for uid, t in explorer.traces.items()}
     explorer.eps_slider.value = 0.3
     state = assert_figure_matches(explorer, eps=0.3)
     assert set(state["proxies"]) == {"crowding_old", "crowding_pseudo_old", "drift_deg", "delta_mean",
-                                     "recognisability"}
+                                     "headroom", "recognisability"}
     for key, value in state["proxies"].items():
         assert (f"{value:.2f}&deg;" if key == "drift_deg" else f"{value:.3f}") in explorer.proxies_html.value, key
     for uid, coords in before.items():

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 __all__ = ["Labeled", "BCLData"]
 
@@ -46,14 +47,24 @@ class BCLData:
     name : dataset name (``"toy"``, ``"digits"``, ...).
     old_train : what the old model is trained on; labels in ``[0, num_old_classes)``.
     new_train : what the new model is trained on; labels in ``[0, num_classes)``.
-        Old classes keep the same label ids in both sets.
+        Old classes keep the same label ids in both sets, unless ``old_class_of`` says
+        otherwise.
     query, gallery : retrieval evaluation sets (labels may be any ids; only equality
         matters). When ``query_is_gallery`` is true they are the same images and the
         self-match is excluded by index (closed-set leave-one-out).
     num_classes, num_old_classes : class counts of ``new_train`` and ``old_train``.
     input_shape : shape of one input, e.g. ``(32,)`` or ``(1, 28, 28)``.
-    old_view : optional (D, D) matrix applied to flattened inputs before the old model
-        (the toy's "coarse view": the old model sees a degraded input).
+    old_view : optional degraded view the old model sees instead of the input: a (D, D)
+        matrix applied to flattened inputs (the toy's "coarse view"), or a module mapping
+        a batch to a batch of the same shape (e.g. :class:`~bclviz.models.BlockAverage`,
+        the ``lowres-old`` scenario). The old model is built behind it
+        (:class:`~bclviz.models.InputView`).
+    old_class_of : optional (num_classes,) int64: the old model's class (its label in
+        ``old_train``, ``0..num_old_classes-1``) of every new class, ``-1`` for a class
+        the old model never saw. ``None`` means the plain contract above: class ``c``
+        is old class ``c`` when ``c < num_old_classes``, unseen otherwise. Several new
+        classes may share one old class (the ``coarse-old`` scenario: the old model
+        was trained on superclasses); :meth:`old_classes` always returns the map.
     info : free-form description of how the data was made (seed, ratios, protocol).
     relevance : optional, one sorted int64 array per query: the positions in
         ``gallery`` relevant to it (GLDv2 retrieval, where relevance is not given by
@@ -72,10 +83,29 @@ class BCLData:
     num_old_classes: int
     input_shape: tuple[int, ...]
     query_is_gallery: bool = False
-    old_view: torch.Tensor | None = None
+    old_view: torch.Tensor | nn.Module | None = None
     info: dict = field(default_factory=dict)
     relevance: tuple[np.ndarray, ...] | None = None
     headline: str | None = None
+    old_class_of: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        m = self.old_class_of
+        if m is None:
+            return
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.int64 or m.shape != (self.num_classes,):
+            raise ValueError(f"BCLData.old_class_of must be an int64 tensor of shape ({self.num_classes},), "
+                             f"got {getattr(m, 'dtype', type(m).__name__)} {tuple(getattr(m, 'shape', ()))}")
+        if int(m.min()) < -1 or int(m.max()) >= self.num_old_classes:
+            raise ValueError(f"BCLData.old_class_of must hold old classes in [0, {self.num_old_classes}) "
+                             f"or -1 (unseen), got range [{int(m.min())}, {int(m.max())}]")
+
+    def old_classes(self) -> torch.Tensor:
+        """The (num_classes,) int64 map from new classes to old ones (-1: unseen)."""
+        if self.old_class_of is not None:
+            return self.old_class_of.clone()
+        ids = torch.arange(self.num_classes, dtype=torch.int64)
+        return torch.where(ids < self.num_old_classes, ids, torch.full_like(ids, -1))
 
     @classmethod
     def leave_one_out(cls, name: str, *, old_train: Labeled, new_train: Labeled, evaluation: Labeled,

@@ -17,7 +17,9 @@ Crowding is realistic and deliberate: some classes look alike (``O o 0``, ``l I 
 ``x X``), and most Greek capitals use the very outline of a Latin capital (``A`` and
 ``Α``, ``B`` and ``Β``, ...). Classes whose renderings are pixel-identical in every
 font used are listed in ``info["identical_classes"]``; no model can tell them apart,
-so they cap the attainable retrieval accuracy.
+so they cap the attainable retrieval accuracy. They are label noise, not crowding that
+a better model could undo: ``lookalikes="drop"`` (the scenarios other than
+``default-v1``) leaves out the Greek member of every pair in :data:`GLYPH_LOOKALIKES`.
 
 This module builds the dataset (:func:`make_glyphs`) and caches it; finding fonts and
 drawing characters live in :mod:`bclviz.data.glyph_fonts` (its public names are
@@ -67,6 +69,7 @@ from bclviz.io import atomic_write
 
 __all__ = [
     "GLYPH_CLASSES",
+    "GLYPH_LOOKALIKES",
     "DEFAULT_CACHE",
     "font_search_paths",
     "find_fonts",
@@ -81,6 +84,14 @@ DEFAULT_CACHE = "default"
 _CACHE_VERSION = 1
 _FILES = ("x", "char_index", "font_index", "chars", "train_fonts", "eval_fonts",
           "skipped_fonts", "identical_classes", "key")
+
+#: Greek letters drawn exactly like a Latin one (pixel-identical glyph outlines) in at
+#: least 12 of the 16 bundled fonts that have every class (matplotlib 3.x: DejaVu and
+#: STIX): capitals Alpha Beta Epsilon Zeta Eta Iota Kappa Mu Nu Omicron Rho Tau Upsilon
+#: Chi (A B E Z H I K M N O P T Y X) and small omicron (o). ``lookalikes="drop"`` leaves
+#: them out; the Latin letter stays.
+GLYPH_LOOKALIKES = "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧο"
+_LOOKALIKES = ("keep", "drop")
 
 
 def glyph_cache_dir(cache_dir: str | os.PathLike | None = DEFAULT_CACHE) -> Path | None:
@@ -228,6 +239,7 @@ def make_glyphs(
     max_rotation: float = 10.0,
     max_shift: float = 0.08,
     scale_range: tuple[float, float] = (0.8, 1.1),
+    lookalikes: Literal["keep", "drop"] = "keep",
 ) -> BCLData:
     """Characters in many fonts, evaluated open-set by font (see the module docstring).
 
@@ -251,6 +263,9 @@ def make_glyphs(
     max_rotation : degrees, in [0, 180]; rotation uniform in ``[-max_rotation, max_rotation]``.
     max_shift : fraction of ``size`` in [0, 0.5); each axis uniform in ``[-max_shift, max_shift]``.
     scale_range : ``(low, high)`` with ``0 < low <= high``; size factor drawn uniformly.
+    lookalikes : "keep" every class, or "drop" the Greek letters of
+        :data:`GLYPH_LOOKALIKES` (listed in ``info["dropped_lookalikes"]``). Dropping
+        happens after rendering, so both share one cache file.
 
     Returns
     -------
@@ -290,6 +305,8 @@ def make_glyphs(
         raise ValueError(f"scale_range must be a pair (low, high), got {scale_range!r}")
     low = _check_float(scale_range[0], "scale_range[0]", 1e-3, 10.0, high_open=False)
     high = _check_float(scale_range[1], "scale_range[1]", low, 10.0, high_open=False)
+    if lookalikes not in _LOOKALIKES:
+        raise ValueError(f"lookalikes must be one of {list(_LOOKALIKES)}, got {lookalikes!r}")
 
     fonts = find_fonts(font_dir)
     s_fonts, s_draw, s_old = (
@@ -310,12 +327,32 @@ def make_glyphs(
         arrays = _generate(fonts, chars, key, opts, (s_fonts, s_draw))
         if path is not None:
             _save(path, arrays)
+    dropped = ""
+    if lookalikes == "drop":
+        dropped = "".join(c for c in arrays["chars"].tolist() if c in GLYPH_LOOKALIKES)
+        arrays = _drop_classes(arrays, dropped)
     return _assemble(arrays, chars, old_ratio=old_ratio, seed=seed, s_old=s_old,
-                     opts=opts, fonts=fonts, cache_file=path)
+                     opts=opts, fonts=fonts, cache_file=path, lookalikes=lookalikes, dropped_lookalikes=dropped)
+
+
+def _drop_classes(arrays: dict, drop: str) -> dict:
+    """``arrays`` without the images of the characters in ``drop`` (kept ones renumbered)."""
+    chars = arrays["chars"].tolist()
+    keep = np.array([c not in drop for c in chars])
+    if keep.sum() < 2:
+        raise ValueError(f"dropping the lookalikes {drop!r} leaves {int(keep.sum())} class(es); keep them")
+    rows = keep[arrays["char_index"]]
+    renumber = np.cumsum(keep) - 1
+    return {**arrays, "x": arrays["x"][rows], "char_index": renumber[arrays["char_index"][rows]],
+            "font_index": arrays["font_index"][rows], "chars": arrays["chars"][keep],
+            "identical_classes": np.array([g for g in ("".join(c for c in group if c not in drop)
+                                                       for group in arrays["identical_classes"].tolist())
+                                           if len(g) > 1], dtype=str)}
 
 
 def _assemble(arrays: dict, requested: str, *, old_ratio: float, seed: int, s_old: int,
-              opts: dict, fonts: list[Path], cache_file: Path | None) -> BCLData:
+              opts: dict, fonts: list[Path], cache_file: Path | None, lookalikes: str = "keep",
+              dropped_lookalikes: str = "") -> BCLData:
     kept = "".join(arrays["chars"].tolist())
     n_train_fonts = len(arrays["train_fonts"])
     is_train = arrays["font_index"] < n_train_fonts
@@ -333,7 +370,8 @@ def _assemble(arrays: dict, requested: str, *, old_ratio: float, seed: int, s_ol
         "font_folder": str(fonts[0].parent),
         "train_fonts": arrays["train_fonts"].tolist(), "eval_fonts": arrays["eval_fonts"].tolist(),
         "skipped_fonts": arrays["skipped_fonts"].tolist(),
-        "dropped_classes": "".join(c for c in requested if c not in kept),
+        "dropped_classes": "".join(c for c in requested if c not in kept and c not in dropped_lookalikes),
+        "lookalikes": lookalikes, "dropped_lookalikes": dropped_lookalikes,
         "identical_classes": arrays["identical_classes"].tolist(),
         "class_chars": [kept[i] for i in class_order], "class_ids": class_order.tolist(),
         "eval_class_ids": class_order.tolist(), "n_old_train": len(old_train),

@@ -79,6 +79,7 @@ def _hover(p: Mapping) -> str:
 
 def tradeoff_figure(
     points: Sequence[Mapping], *, old_old: float, metric: str = "mAP@100", title: str | None = None,
+    tax: Mapping | None = None,
 ) -> go.Figure:
     """Self-test (y) vs cross-test (x), one marker per point, grouped by ``method``.
 
@@ -90,13 +91,18 @@ def tradeoff_figure(
     old_old : float
         ``M(old, old)``; the vertical line ``x = old_old`` is the compatibility
         criterion (compatible strictly to its right).
+    tax : mapping, optional
+        A compatibility-tax record (:func:`bclviz.stats.compatibility_tax`,
+        ``results["tax"]``). When it holds a value and ``points`` has an
+        ``independent`` and a ``proto`` point, a dotted segment joins the two (uid
+        ``"tax"``), named and annotated with the tax and its interval.
 
     Returns
     -------
     go.Figure
         One trace per method (uid ``trace_uid("points", method)``), the criterion line (uid
-        ``"criterion"``) and the Pareto front (uid ``"pareto"``, sorted by cross); uids
-        are copied into ``meta``.
+        ``"criterion"``), the Pareto front (uid ``"pareto"``, sorted by cross) and, with
+        ``tax``, the tax segment (uid ``"tax"``); uids are copied into ``meta``.
     """
     if not points:
         raise ValueError("points is empty; give at least one {'self', 'cross', ...} mapping")
@@ -130,7 +136,25 @@ def tradeoff_figure(
         line=dict(color="black", width=1), marker=dict(size=16, symbol="circle-open", color="black"),
     ))
     fig.add_annotation(x=old_old, y=hi + pad, text="compatible &#8594;", showarrow=False, xanchor="left")
+    _add_tax(fig, points, tax)
     fig.update_layout(title=title or f"self-test vs cross-test ({metric})",
                       xaxis_title=f"cross-test {metric}: M(new, old)",
                       yaxis_title=f"self-test {metric}: M(new, new)")
     return _keep_uids(fig)
+
+
+def _add_tax(fig: go.Figure, points: Sequence[Mapping], tax: Mapping | None) -> None:
+    """The segment from the ``independent`` point to the ``proto`` point, labelled with the tax."""
+    if not tax or tax.get("tax") is None:
+        return
+    ends = {p.get("label"): p for p in points if p.get("label") in ("independent", "proto")}
+    if len(ends) < 2:
+        return
+    from ..readouts import format_tax
+
+    (x0, y0), (x1, y1) = ((float(ends[n]["cross"]), float(ends[n]["self"])) for n in ("independent", "proto"))
+    text = f"compatibility tax ({tax.get('metric', '')}): {format_tax(tax, plus_minus='&plusmn;')}"
+    fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", uid="tax", name=text, hoverinfo="name",
+                             line=dict(color="firebrick", dash="dot", width=2)))
+    fig.add_annotation(x=(x0 + x1) / 2, y=max(y0, y1), text=f"tax {format_tax(tax, plus_minus='&plusmn;')}",
+                       showarrow=False, yanchor="bottom", font=dict(color="firebrick"))

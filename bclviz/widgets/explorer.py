@@ -3,7 +3,9 @@
 A thin view over the pure :func:`explorer_state`: every control change recomputes the
 perturbation with :mod:`bclviz.perturb`, places the pseudo-old prototypes with the
 projection fitted once at construction, and updates only the pseudo-old trace, the
-arrow trace and the proxies text. Constructing the widget displays nothing; Jupyter
+arrow trace and the proxies text. A second line shows, from the experiment's results, the
+compatibility tax and the headroom of the independent model (what perturbation can win,
+before any tuning). Constructing the widget displays nothing; Jupyter
 renders it through :meth:`PerturbationExplorer._repr_mimebundle_`.
 """
 
@@ -20,10 +22,10 @@ import torch
 from .. import methods
 from ..config import MethodConfig
 from ..perturb import pseudo_old
-from ..proxies import crowding, drift, recognisability
+from ..proxies import crowding, drift, format_headroom, headroom, recognisability
 
 __all__ = [
-    "PerturbationMethod", "default_k", "explorer_state", "format_proxies",
+    "PerturbationMethod", "default_k", "explorer_state", "format_proxies", "format_readouts",
     "PerturbationExplorer", "measure_latency",
 ]
 
@@ -78,7 +80,9 @@ def explorer_state(
     dict with ``delta`` and ``pseudo_old`` (C, d) tensors and ``proxies``: a dict of
     ``crowding_old``, ``crowding_pseudo_old`` (mean largest cosine to another class),
     ``drift_deg`` (mean angle between ``q`` and ``p_o``, degrees), ``delta_mean`` (the
-    realised mean ``||delta[c]||``, at most eps) and, with features,
+    realised mean ``||delta[c]||``, at most eps), ``headroom``
+    (:func:`bclviz.proxies.headroom` of ``P_o``, ``P_n`` over the same ``k`` old-space
+    neighbours and neighbour search: the mean NDPP weight, what there is to relax) and, with features,
     ``recognisability`` (top-1 of nearest pseudo-old prototype).
     """
     _check_method(method)
@@ -92,6 +96,7 @@ def explorer_state(
         "crowding_pseudo_old": crowding(q),
         "drift_deg": math.degrees(drift(q, old_protos)),
         "delta_mean": float(delta.norm(dim=1).mean()),
+        "headroom": headroom(old_protos, new_protos, k=k, search=neighbor_search),
     }
     if features is not None:
         proxies["recognisability"] = recognisability(features, labels, q)
@@ -103,6 +108,7 @@ _PROXY_TEXT = {
     "crowding_pseudo_old": "crowding pseudo-old {:.3f}",
     "drift_deg": "drift {:.2f}&deg;",
     "delta_mean": "mean ||delta|| {:.3f}",
+    "headroom": '<span title="mean max(0, S_o - S_n) over the k old-space neighbours">headroom {:.3f}</span>',
     "recognisability": "old-gallery recognisability {:.3f}",
 }
 
@@ -110,6 +116,20 @@ _PROXY_TEXT = {
 def format_proxies(proxies: dict) -> str:
     """The proxies as the one-line HTML the explorer shows."""
     return " &nbsp;|&nbsp; ".join(_PROXY_TEXT[key].format(value) for key, value in proxies.items())
+
+
+def format_readouts(results: dict) -> str:
+    """The explorer's line of experiment readouts (HTML): the compatibility tax and the
+    headroom of the independent model (``results["tax"]``, ``results["headroom"]``);
+    empty when the results hold neither."""
+    from ..readouts import format_tax
+
+    parts = []
+    if results.get("tax"):
+        parts.append(f"compatibility tax {format_tax(results['tax'], plus_minus='&plusmn;')}")
+    if results.get("headroom"):
+        parts.append(f"headroom of the independent model {format_headroom(results['headroom'])}")
+    return ("before tuning: " + " &nbsp;|&nbsp; ".join(parts)) if parts else ""
 
 
 def _subsample(data, max_points: int, seed: int):
@@ -147,6 +167,7 @@ class PerturbationExplorer:
         (``FigureWidget`` renames uids; these keep the builder's names).
     projection : the fitted :class:`~bclviz.projection.SpaceProjection`.
     method_toggle, eps_slider, k_slider, gamma_slider, proxies_html : the controls.
+    readouts_html : :func:`format_readouts` of ``result.results`` (fixed).
     state : the latest :func:`explorer_state` result.
     """
 
@@ -204,6 +225,7 @@ class PerturbationExplorer:
         self.gamma_slider = w.FloatSlider(value=gamma, min=0.0, max=1.0, step=0.01, description="gamma",
                                           disabled="gamma" not in methods.method_class(method).knobs)
         self.proxies_html = w.HTML()
+        self.readouts_html = w.HTML(format_readouts(result.results))
         figure = three_spaces_figure(self.projection.embedding_, feature_labels)
         figure.update_layout(title=f"pseudo-old space of {reference} ({self.projection.method_})")
         self.fig = go.FigureWidget(figure)
@@ -217,6 +239,7 @@ class PerturbationExplorer:
             w.HBox([self.method_toggle, self.eps_slider]),
             w.HBox([self.k_slider, self.gamma_slider]),
             self.proxies_html,
+            self.readouts_html,
             self.fig,
         ])
 
