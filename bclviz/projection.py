@@ -187,6 +187,7 @@ class SpaceProjection(BaseEstimator):
             metric="cosine",
             random_state=self.random_state,
             n_jobs=1,
+            n_epochs=200,  # UMAP's own choice above 10,000 points; it takes 500 below (2.5x the time)
         )
         return model.fit(stacked)
 
@@ -320,9 +321,9 @@ def warm_up_umap(*, wait: bool = False) -> threading.Thread | None:
         return None
     with _WARM_UP_LOCK:
         if _WARM_UP is None:
-            def fit_random_points():
-                points = np.random.default_rng(0).normal(size=(64, 8))
-                SpaceProjection(method="umap", n_neighbors=8).fit({"warm_up": points})
+            def fit_random_points():  # the code paths of a real fit (same parameters, < 4,096 points)
+                points = np.random.default_rng(0).normal(size=(300, 16))
+                SpaceProjection(method="umap").fit({"warm_up": points})
 
             _WARM_UP = threading.Thread(target=fit_random_points, name="bclviz-umap-warm-up", daemon=True)
             _WARM_UP.start()

@@ -179,7 +179,7 @@ def test_weak_old_is_extended_class_30_with_a_small_briefly_trained_old_model():
     for name in IMAGE_DEMOS:
         cfg = default_experiment(name, scenario="weak-old")
         assert cfg.new_model.options["width"] >= 4 * cfg.old_model.options["width"]
-        assert cfg.new_train.epochs >= 4 * cfg.old_train.epochs
+        assert cfg.new_train.epochs >= 3 * cfg.old_train.epochs  # and on 30% of the data: 10x fewer steps
 
 
 # ----------------------------------------------------------------------------- lowres-old
