@@ -370,22 +370,22 @@ for _spec in (
                 what="Extended-class at 50% with every class kept (Latin/Greek lookalikes too); old CNN width "
                      "8, new width 16, both trained 6 epochs.")),
             Scenario("weak-old", _WEAK_OLD.format(old=_CNN.format(width=4), old_epochs=8,
-                                                  new=_CNN.format(width=16), new_epochs=24)
+                                                  new=_CNN.format(width=16), new_epochs=40)
                      + " Greek letters drawn like a Latin one are left out (lookalikes='drop').",
                      {"old_ratio": 0.3, "lookalikes": "drop"},
                      _sections(64, old_width=4, new_width=16, old_train={"epochs": 8},
-                               new_train={"epochs": 24})),
+                               new_train={"epochs": 40})),
             Scenario("lowres-old", _LOWRES_OLD.format(pool=4, split="Extended-class at 50%; lookalikes "
                                                                      "dropped."),
                      {"lookalikes": "drop", "old_pool": 4},
                      _sections(64, old_width=8, new_width=16, old_train={"epochs": 6},
-                               new_train={"epochs": 24})),
+                               new_train={"epochs": 40})),
             Scenario("coarse-old", _COARSE_OLD.format(groups="digits, Latin capitals, Latin small letters, "
                                                              "Greek capitals, Greek small letters; lookalikes "
                                                              "dropped"),
                      {"lookalikes": "drop", "old_labels": "superclass"},
                      _sections(64, old_width=8, new_width=16, old_train={"epochs": 6},
-                               new_train={"epochs": 24})),
+                               new_train={"epochs": 40})),
         ),
         superclasses="bclviz.data.scenarios:glyph_superclasses",
     ),
