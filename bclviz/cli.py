@@ -92,16 +92,6 @@ def _format_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def _warm_up_umap() -> None:
-    """Start compiling UMAP in the background (:func:`bclviz.projection.warm_up_umap`), where
-    the report's dependencies are installed."""
-    try:
-        from .projection import warm_up_umap
-    except ImportError:  # the lab extra (scikit-learn, umap-learn) is not installed
-        return
-    warm_up_umap()
-
-
 def _demo(args) -> int:
     from .config import default_experiment
     from .experiment import run_experiment
@@ -118,7 +108,9 @@ def _demo(args) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OSError(f"cannot write {args.out}: {err.strerror or err}") from err
-    _warm_up_umap()  # the report's projection compiles while the models train
+    from .views import warm_up_umap
+
+    warm_up_umap()  # the report's projection compiles while the models train
     result = run_experiment(cfg, progress=not args.quiet, workers=args.workers)
     path = write_json(args.out / "results.json", result.results)
     from .report import write_report
@@ -169,7 +161,7 @@ def _findings(args) -> int:
                + f" --seeds {args.seeds} --out {args.out}")
     try:
         out = generate_findings(datasets, out=args.out, seeds=args.seeds, progress=not args.quiet,
-                                command=command, scenarios=scenarios)
+                                command=command, scenarios=scenarios, workers=args.workers)
     except ValueError as err:
         print(f"bclviz findings: error: {err}", file=sys.stderr)
         return 2

@@ -52,18 +52,19 @@ def _label(m: MethodConfig) -> str:
 
 def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = (0.2, 0.4, 0.8),
                      reference: str = "proto", cache_root: str | Path | None = None,
-                     overrides: dict | None = None, progress: bool = True, scenario: str | None = None) -> dict:
+                     overrides: dict | None = None, progress: bool = True, scenario: str | None = None,
+                     workers: int | None = None) -> dict:
     """Train and evaluate the findings grid on one dataset in one of its update scenarios
     (None: the dataset's default); return its summary dict. Records are cached under
     ``cache_root/<dataset>/<scenario>``."""
     cfg = default_experiment(dataset, scenario=scenario, seeds=seeds, methods=(), reference=reference,
                              **(overrides or {}))
     t0 = time.perf_counter()
-    base = run_experiment(dataclasses.replace(cfg, seeds=1), progress=progress)
+    base = run_experiment(dataclasses.replace(cfg, seeds=1), progress=progress, workers=workers)
     grid = findings_grid(eps)
     root = cache_dir("findings") if cache_root is None else Path(cache_root)
     folder = root / dataset if cfg.scenario is None else root / dataset / cfg.scenario
-    records = run_sweep(base.data, base.old, cfg, grid, cache_dir=folder, progress=progress)
+    records = run_sweep(base.data, base.old, cfg, grid, cache_dir=folder, progress=progress, workers=workers)
     key = base.results["headline"]
     ref = next(r for r, m in zip(records, grid) if m == MethodConfig(name=reference))
     rows = []
@@ -209,10 +210,11 @@ def findings_settings(datasets: Sequence[str], scenarios: Sequence[str] | str | 
 def generate_findings(datasets: Sequence[str], *, out: str | Path = "docs/findings.md", seeds: int = 5,
                       eps: Sequence[float] = (0.2, 0.4, 0.8), cache_root: str | Path | None = None,
                       progress: bool = True, command: str | None = None,
-                      scenarios: Sequence[str] | str | None = None) -> Path:
+                      scenarios: Sequence[str] | str | None = None, workers: int | None = None) -> Path:
     """Run :func:`dataset_findings` for every dataset (in each of ``scenarios``, see
     :func:`findings_settings`) and write the markdown atomically."""
-    found = [dataset_findings(d, seeds=seeds, eps=eps, cache_root=cache_root, progress=progress, scenario=s)
+    found = [dataset_findings(d, seeds=seeds, eps=eps, cache_root=cache_root, progress=progress, scenario=s,
+                              workers=workers)
              for d, s in findings_settings(datasets, scenarios)]
     command = command or f"bclviz findings --datasets {','.join(datasets)} --seeds {seeds} --out {out}"
     return write_text(out, findings_markdown(found, command=command))

@@ -31,10 +31,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["BatchLoader", "EpochBatches", "default_workers", "resolve_workers"]
+__all__ = ["BatchLoader", "EpochBatches", "available_cores", "default_workers", "resolve_workers"]
 
 
-def _cpu_count() -> int:
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
@@ -51,7 +52,7 @@ def default_workers() -> int:
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:
         local = 1
-    return max(0, min(8, _cpu_count() // local - 1))
+    return max(0, min(8, available_cores() // local - 1))
 
 
 def _is_count(value) -> bool:

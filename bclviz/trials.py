@@ -35,6 +35,7 @@ import torch
 
 from .config import ExperimentConfig, MethodConfig
 from .data.base import BCLData
+from .loader import available_cores
 from .methods import method_class
 from .pipeline import train_and_score
 from .scoring import Scorer
@@ -55,20 +56,13 @@ class Trial:
     keep: bool = False
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def default_trial_workers() -> int:
     """Worker processes for trials when none are asked for: ``$BCLVIZ_WORKERS`` if set,
     else one per core (up to 8)."""
     value = os.environ.get(_ENV)
     if value is not None:
         return resolve_trial_workers(_parse_env(value))
-    return max(1, min(8, _cores()))
+    return max(1, min(8, available_cores()))
 
 
 def _parse_env(value: str) -> int:

@@ -97,7 +97,10 @@ def three_spaces_from_result(
 
 def warm_up_umap():
     """Compile UMAP in a background thread now (:func:`bclviz.projection.warm_up_umap`),
-    so that the first three-space view after training does not wait for it."""
-    from .projection import warm_up_umap as start
-
+    so that the first three-space view after training does not wait for it; ``None``
+    (nothing to do) without the lab extra (scikit-learn, umap-learn)."""
+    try:
+        from .projection import warm_up_umap as start
+    except ImportError:
+        return None
     return start()

@@ -215,10 +215,10 @@ def test_bad_loader_inputs_are_named(jpeg_root):
 def test_default_worker_count(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     for cores, want in ((1, 0), (2, 1), (4, 3), (64, 8)):
-        monkeypatch.setattr(loader_mod, "_cpu_count", lambda cores=cores: cores)
+        monkeypatch.setattr(loader_mod, "available_cores", lambda cores=cores: cores)
         assert default_workers() == want and resolve_workers(None) == want
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    monkeypatch.setattr(loader_mod, "_cpu_count", lambda: 16)
+    monkeypatch.setattr(loader_mod, "available_cores", lambda: 16)
     assert default_workers() == 3  # 4 cores per rank, one left to the rank itself
     assert resolve_workers(0) == 0 and resolve_workers(5) == 5
 
