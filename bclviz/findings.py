@@ -1,12 +1,20 @@
 """Generate ``docs/findings.md``: what bclviz measures, with intervals, per dataset.
 
-For each dataset: every method at default settings plus NDPP and ODPP over a small eps
-grid in both budget modes, each over several seeds (data split and old model fixed),
-compared with a reference method (default ``proto``) paired by seed. The paragraph per
-dataset is written from the verdicts, so the document says where perturbation helps,
-where it hurts and where the difference is within the seed noise. Every (setting, seed)
-is cached under ``cache_root/<dataset>`` (default ``findings/`` under the cache root,
-:mod:`bclviz.cache`), so an interrupted run resumes from any working directory.
+For each (dataset, update scenario): the compatibility tax and headroom, and, on the
+full grid, every method at default settings plus NDPP and ODPP over an eps grid (in the
+absolute budget mode, and the relative one at the largest eps), each over several seeds
+(data split and old model fixed), compared with a reference method (default ``proto``)
+paired by seed. The paragraph per setting is written from the verdicts, so the document
+says where perturbation helps, where it hurts and where the difference is within the
+seed noise. Every (setting, seed) is cached under ``cache_root/<dataset>/<scenario>``
+(default ``findings/`` under the cache root, :mod:`bclviz.cache`), so an interrupted run
+resumes from any working directory. Next to the markdown, ``findings.json`` holds the
+same summaries for notebooks (``notebooks/03_real_images.ipynb`` plots from it).
+
+Grids (:data:`GRIDS`): ``full`` (every baseline, NDPP/ODPP over eps) and ``tax``
+(``independent`` and ``proto`` only: the tax and the headroom). ``generate_findings``
+runs the full grid on each dataset's default scenario and the tax grid on its other
+scenarios unless told otherwise (``grid="auto"``).
 """
 
 from __future__ import annotations
@@ -19,30 +27,47 @@ from typing import Sequence
 from .cache import cache_dir
 from .config import MethodConfig, default_experiment
 from .experiment import run_experiment
-from .io import write_text
+from .io import write_json, write_text
 from .methods import perturbing_methods
 from .proxies import format_headroom
 from .readouts import format_tax
 from .stats import paired_comparison, tax_from_seeds
 from .sweep import run_sweep, setting_label
 
-__all__ = ["findings_grid", "dataset_findings", "findings_settings", "findings_markdown", "generate_findings"]
+__all__ = ["GRIDS", "DEFAULT_EPS", "findings_grid", "dataset_findings", "findings_settings", "findings_markdown",
+           "generate_findings"]
 
 BASELINES = ("independent", "l2", "bct", "proto", "lce", "hot_refresh")
+#: the grids a (dataset, scenario) can run: every setting, or what the tax needs
+GRIDS = ("full", "tax")
+#: eps of the full grid (absolute budgets; the relative mode runs at the largest)
+DEFAULT_EPS = (0.2, 0.4, 1.0)
 
 
-def findings_grid(eps: Sequence[float] = (0.2, 0.4, 0.8)) -> list[MethodConfig]:
-    """Baselines and the perturbing methods (NDPP, ODPP) at defaults, then each perturbing
-    method over ``eps`` in both budget modes."""
+def findings_grid(eps: Sequence[float] = DEFAULT_EPS, grid: str = "full") -> list[MethodConfig]:
+    """The settings of one (dataset, scenario).
+
+    ``full``: the baselines and the perturbing methods (NDPP, ODPP) at defaults, then each
+    perturbing method over ``eps`` with absolute budgets and at ``max(eps)`` with relative
+    ones (``eps_mode="relative"``: the most crowded class gets the whole eps, see
+    docs/method.md). ``tax``: ``independent`` and ``proto``.
+    """
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {list(GRIDS)}, got {grid!r}")
+    if grid == "tax":
+        return [MethodConfig(name="independent"), MethodConfig(name="proto")]
+    eps = tuple(eps)
+    if not eps:
+        raise ValueError("eps must hold at least one magnitude")
     perturbing = perturbing_methods()
-    grid = [MethodConfig(name=m) for m in BASELINES] + [MethodConfig(name=m) for m in perturbing]
-    for mode in ("absolute", "relative"):
+    grid_ = [MethodConfig(name=m) for m in BASELINES] + [MethodConfig(name=m) for m in perturbing]
+    for mode, values in (("absolute", eps), ("relative", (max(eps),))):
         for name in perturbing:
-            for e in eps:
+            for e in values:
                 m = MethodConfig(name=name, eps=e, eps_mode=mode)
-                if m not in grid:
-                    grid.append(m)
-    return grid
+                if m not in grid_:
+                    grid_.append(m)
+    return grid_
 
 
 def _label(m: MethodConfig) -> str:
@@ -50,18 +75,18 @@ def _label(m: MethodConfig) -> str:
     return base + ("" if m.eps_mode == "absolute" else f" {m.eps_mode}")
 
 
-def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = (0.2, 0.4, 0.8),
+def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = DEFAULT_EPS,
                      reference: str = "proto", cache_root: str | Path | None = None,
                      overrides: dict | None = None, progress: bool = True, scenario: str | None = None,
-                     workers: int | None = None) -> dict:
-    """Train and evaluate the findings grid on one dataset in one of its update scenarios
-    (None: the dataset's default); return its summary dict. Records are cached under
-    ``cache_root/<dataset>/<scenario>``."""
+                     workers: int | None = None, grid: str = "full") -> dict:
+    """Train and evaluate the findings grid (:func:`findings_grid`) on one dataset in one of
+    its update scenarios (None: the dataset's default); return its summary dict. Records
+    are cached under ``cache_root/<dataset>/<scenario>``."""
     cfg = default_experiment(dataset, scenario=scenario, seeds=seeds, methods=(), reference=reference,
                              **(overrides or {}))
     t0 = time.perf_counter()
     base = run_experiment(dataclasses.replace(cfg, seeds=1), progress=progress, workers=workers)
-    grid = findings_grid(eps)
+    kind, grid = grid, findings_grid(eps, grid)
     root = cache_dir("findings") if cache_root is None else Path(cache_root)
     folder = root / dataset if cfg.scenario is None else root / dataset / cfg.scenario
     records = run_sweep(base.data, base.old, cfg, grid, cache_dir=folder, progress=progress, workers=workers)
@@ -74,7 +99,7 @@ def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = (0.
         if m != MethodConfig(name=reference):
             row["vs"] = paired_comparison(rec["per_seed"], ref["per_seed"], key)
         rows.append(row)
-    return {"dataset": dataset, "scenario": cfg.scenario, "seeds": seeds, "k": cfg.k, "headline": key,
+    return {"dataset": dataset, "scenario": cfg.scenario, "grid": kind, "seeds": seeds, "k": cfg.k, "headline": key,
             "reference": reference, "old_old": base.results["old"]["self"][key], "rows": rows,
             "num_classes": base.data.num_classes, "minutes": (time.perf_counter() - t0) / 60,
             **_readouts(records, grid, key, base.results)}
@@ -104,6 +129,14 @@ def _paragraph(f: dict) -> str:
     ref = f["reference"]
     perturbing = perturbing_methods()
     perturb = [r for r in f["rows"] if r["method"] in perturbing]
+    if not perturb:  # the tax grid
+        proto = next((r for r in f["rows"] if r["method"] == "proto"), None)
+        head = (f"On {_setting_name(f)} ({f['num_classes']} classes, {f['seeds']} seeds, M(old, old) = "
+                f"{f['old_old']:.3f}) only independent and proto ran (the tax grid; the full grid runs on the "
+                "dataset's default scenario).")
+        crit = ("" if proto is None else " proto meets the compatibility criterion." if proto["compatible"]
+                else " proto misses the compatibility criterion M(new, old) > M(old, old).")
+        return " ".join([head + crit, *_readout_sentences(f)])
     better = [r["label"] for r in perturb if r["vs"]["self"]["verdict"] == "better"]
     worse = [r["label"] for r in perturb if r["vs"]["self"]["verdict"] == "worse"]
     cross_worse = [r["label"] for r in perturb if r["vs"]["cross"]["verdict"] == "worse"]
@@ -190,31 +223,47 @@ def findings_markdown(all_findings: Sequence[dict], *, command: str) -> str:
     return "\n".join(lines)
 
 
-def findings_settings(datasets: Sequence[str], scenarios: Sequence[str] | str | None = None) -> list[tuple[str, str | None]]:
-    """The (dataset, scenario) pairs of a findings run: each dataset in its default
+def findings_settings(datasets: Sequence[str], scenarios: Sequence[str] | str | None = None,
+                      grid: str = "auto") -> list[tuple[str, str | None, str]]:
+    """The (dataset, scenario, grid) triples of a findings run: each dataset in its default
     scenario (``scenarios=None``), in each of ``scenarios`` (every one must be declared by
-    every dataset: ``ValueError`` naming the valid ones), or in all it declares (``"all"``)."""
+    every dataset: ``ValueError`` naming the valid ones), or in all it declares (``"all"``).
+    ``grid``: one of :data:`GRIDS` for every setting, or ``"auto"``: the full grid on each
+    dataset's default scenario (and on datasets without scenarios), the tax grid elsewhere."""
     from .data.registry import get_dataset, list_scenarios
 
+    if grid != "auto" and grid not in GRIDS:
+        raise ValueError(f"grid must be 'auto' or one of {list(GRIDS)}, got {grid!r}")
     if scenarios is None:
-        return [(d, None) for d in datasets]
-    if isinstance(scenarios, str) and scenarios == "all":
-        return [(d, s) for d in datasets for s in (list_scenarios(d) or [None])]
-    names = [scenarios] if isinstance(scenarios, str) else list(scenarios)
-    for d in datasets:
-        for s in names:
-            get_dataset(d).scenario(s)
-    return [(d, s) for d in datasets for s in names]
+        pairs = [(d, None) for d in datasets]
+    elif isinstance(scenarios, str) and scenarios == "all":
+        pairs = [(d, s) for d in datasets for s in (list_scenarios(d) or [None])]
+    else:
+        names = [scenarios] if isinstance(scenarios, str) else list(scenarios)
+        for d in datasets:
+            for s in names:
+                get_dataset(d).scenario(s)
+        pairs = [(d, s) for d in datasets for s in names]
+
+    def kind(d: str, s: str | None) -> str:
+        if grid != "auto":
+            return grid
+        return "full" if s is None or s == get_dataset(d).default_scenario else "tax"
+
+    return [(d, s, kind(d, s)) for d, s in pairs]
 
 
 def generate_findings(datasets: Sequence[str], *, out: str | Path = "docs/findings.md", seeds: int = 5,
-                      eps: Sequence[float] = (0.2, 0.4, 0.8), cache_root: str | Path | None = None,
+                      eps: Sequence[float] = DEFAULT_EPS, cache_root: str | Path | None = None,
                       progress: bool = True, command: str | None = None,
-                      scenarios: Sequence[str] | str | None = None, workers: int | None = None) -> Path:
-    """Run :func:`dataset_findings` for every dataset (in each of ``scenarios``, see
-    :func:`findings_settings`) and write the markdown atomically."""
+                      scenarios: Sequence[str] | str | None = None, workers: int | None = None,
+                      grid: str = "auto") -> Path:
+    """Run :func:`dataset_findings` for every (dataset, scenario, grid) of
+    :func:`findings_settings` and write the markdown and, next to it, ``findings.json``
+    (the summaries: ``{"command": ..., "findings": [...]}``), each atomically."""
     found = [dataset_findings(d, seeds=seeds, eps=eps, cache_root=cache_root, progress=progress, scenario=s,
-                              workers=workers)
-             for d, s in findings_settings(datasets, scenarios)]
+                              workers=workers, grid=g)
+             for d, s, g in findings_settings(datasets, scenarios, grid)]
     command = command or f"bclviz findings --datasets {','.join(datasets)} --seeds {seeds} --out {out}"
+    write_json(Path(out).with_name("findings.json"), {"command": command, "findings": found})
     return write_text(out, findings_markdown(found, command=command))

@@ -1,6 +1,10 @@
+import json
+
+import pytest
+
 from bclviz.config import TrainConfig
 from bclviz.experiment import ModelSpec
-from bclviz.findings import dataset_findings, findings_grid, findings_markdown
+from bclviz.findings import dataset_findings, findings_grid, findings_markdown, generate_findings
 
 TINY = dict(
     data_options=dict(num_superclasses=3, siblings=2, coarse_dim=4, fine_dim=4, train_per_class=30, eval_per_class=6),
@@ -15,6 +19,15 @@ def test_grid_covers_defaults_and_both_budget_modes():
     assert ("proto", 0.4, "absolute") in names and ("hot_refresh", 0.4, "absolute") in names
     assert ("ndpp", 0.3, "relative") in names and ("odpp", 0.3, "absolute") in names
     assert len(names) == len(set(names))
+    # the default grid: eps up to 1.0 with absolute budgets, the relative mode at the largest eps
+    names = [(m.name, m.eps, m.eps_mode) for m in findings_grid()]
+    for method in ("ndpp", "odpp"):
+        assert [(e, mode) for n, e, mode in names if n == method] == [
+            (0.4, "absolute"), (0.2, "absolute"), (1.0, "absolute"), (1.0, "relative")]
+    assert {n for n, _, _ in names} >= {"independent", "l2", "bct", "proto", "lce", "hot_refresh"}
+    assert [(m.name, m.eps_mode) for m in findings_grid(grid="tax")] == [("independent", "absolute"), ("proto", "absolute")]
+    with pytest.raises(ValueError, match=r"grid must be one of \['full', 'tax'\], got 'big'"):
+        findings_grid(grid="big")
 
 
 def test_findings_report_is_generated_from_measurements(tmp_path):
@@ -57,3 +70,19 @@ def test_findings_markdown_shows_tax_and_headroom():
     f["tax"] = {"metric": "mAP@100", "tax": None, "half_width": None, "verdict": None, "reason": "proto not run"}
     text = findings_markdown([f], command="bclviz findings --datasets glyphs")
     assert "| n/a (proto not run) |" in text and "The compatibility tax" not in text
+
+
+def test_tax_grid_findings_and_the_json_next_to_the_markdown(tmp_path, monkeypatch):
+    f = dataset_findings("toy", seeds=2, cache_root=tmp_path / "cache", overrides=TINY, progress=False, grid="tax")
+    assert [r["label"] for r in f["rows"]] == ["independent", "proto"] and f["grid"] == "tax"
+    assert f["tax"]["seeds"] == 2
+    text = findings_markdown([f], command="bclviz findings --datasets toy --grid tax")
+    assert "only independent and proto ran (the tax grid" in text and "compatibility tax" in text
+    # generate_findings writes the same summaries as JSON next to the markdown
+    calls = []
+    monkeypatch.setattr("bclviz.findings.dataset_findings", lambda d, **kw: calls.append((d, kw["grid"])) or f)
+    out = generate_findings(["toy"], out=tmp_path / "docs" / "findings.md", grid="tax", progress=False)
+    assert calls == [("toy", "tax")] and out.read_text() == findings_markdown(
+        [f], command=f"bclviz findings --datasets toy --seeds 5 --out {tmp_path / 'docs' / 'findings.md'}")
+    saved = json.loads((tmp_path / "docs" / "findings.json").read_text())
+    assert saved["findings"][0]["rows"] == json.loads(json.dumps(f["rows"])) and saved["command"].startswith("bclviz")

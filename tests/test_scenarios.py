@@ -14,7 +14,9 @@ from bclviz.data import registry
 from bclviz.data.base import BCLData, Labeled
 from bclviz.data.images import image_bcl_data
 from bclviz.data.registry import DatasetSpec, get_scenario, list_datasets, list_scenarios, load_dataset
-from bclviz.data.scenarios import OLD_SIDE_OPTIONS, Scenario, degrade_old_side, digit_superclasses
+from bclviz.data.scenarios import (
+    AFTER_BUILD_OPTIONS, OLD_SIDE_OPTIONS, Scenario, degrade_old_side, digit_superclasses, hold_out_classes,
+)
 from bclviz.experiment import run_experiment
 from bclviz.methods import list_methods
 from bclviz.models import BlockAverage, InputView
@@ -78,7 +80,7 @@ def test_every_scenario_is_documented_and_declares_known_options(name):
     spec = registry.get_dataset(name)
     for sc in spec.scenarios:
         assert len(sc.doc) > 80, f"{name}/{sc.name}: say what real upgrade it models"
-        assert set(sc.data) <= set(spec.options) | set(OLD_SIDE_OPTIONS)
+        assert set(sc.data) <= set(spec.options) | set(AFTER_BUILD_OPTIONS)
         if sc.data.get("old_labels") == "superclass":
             assert spec.superclasses is not None
 
@@ -300,6 +302,60 @@ def test_old_side_options_on_any_dataset():
         load_dataset("digits", old_pool=0)
 
 
+# ----------------------------------------------------------------------------- held-out classes
+def _rows_by_class(part: Labeled) -> dict[int, torch.Tensor]:
+    """Images of each class, in order (a naive reference for the hold-out)."""
+    return {int(c): part.x[part.y == c] for c in torch.unique(part.y)}
+
+
+@pytest.mark.parametrize("scenario", ["weak-old", "coarse-old", "default-v1"])
+def test_held_out_classes_leave_training_and_are_the_only_queries(scenario):
+    full = load_dataset("digits", scenario=scenario, **SMALL_DIGITS)
+    data = load_dataset("digits", scenario=scenario, heldout_classes=0.3, **SMALL_DIGITS)
+    held = data.info["heldout_labels"]
+    kept = [c for c in range(full.num_classes) if c not in held]
+    assert len(held) == 3 and data.num_classes == 7 and data.info["protocol"] == "open-set-by-class"
+    # training: the kept classes renumbered 0..6 in order, the same images
+    before, after = _rows_by_class(full.new_train), _rows_by_class(data.new_train)
+    assert sorted(after) == list(range(7))
+    for new, old in enumerate(kept):
+        assert torch.equal(after[new], before[old])
+    # evaluation: only the held-out classes, labelled 7..9, the same images
+    assert sorted(torch.unique(data.query.y).tolist()) == [7, 8, 9]
+    for i, c in enumerate(held):
+        assert torch.equal(data.query.x[data.query.y == 7 + i], full.query.x[full.query.y == c])
+    assert set(data.info["heldout_class_ids"]) | set(data.info["class_ids"]) == set(full.info["class_ids"])
+    # the old model: the old classes of the kept classes, nothing of the held-out ones
+    old_of = full.old_classes().numpy()
+    assert data.num_old_classes == len({int(old_of[c]) for c in kept if old_of[c] >= 0})
+    new_old_of = data.old_classes().numpy()
+    for new, old in enumerate(kept):
+        assert (new_old_of[new] >= 0) == (old_of[old] >= 0)
+    if scenario == "coarse-old":  # superclasses follow the kept classes
+        groups, _ = digit_superclasses(data)
+        assert np.array_equal(np.unique(groups, return_inverse=True)[1], new_old_of)
+        assert torch.equal(data.old_train.y, data.old_class_of[data.new_train.y])
+    else:
+        seen = full.old_train.y.numpy()
+        assert len(data.old_train) == int(np.isin(seen, old_of[kept][old_of[kept] >= 0]).sum())
+        assert int(data.old_train.y.max()) == data.num_old_classes - 1
+
+
+def test_held_out_classes_follow_the_seed_and_refuse_bad_ratios():
+    a = load_dataset("glyphs", scenario="weak-old", heldout_classes=0.3)
+    b = load_dataset("glyphs", scenario="weak-old", heldout_classes=0.3)
+    c = load_dataset("glyphs", seed=1, scenario="weak-old", heldout_classes=0.3)
+    assert a.info["heldout_class_chars"] == b.info["heldout_class_chars"] != c.info["heldout_class_chars"]
+    assert not set(a.info["heldout_class_chars"]) & set(a.info["class_chars"])
+    data = load_dataset("digits", **SMALL_DIGITS)
+    for bad in (0, 1, 1.5, "half", True):
+        with pytest.raises(ValueError, match=r"heldout_classes must be a fraction in \(0, 1\)"):
+            hold_out_classes(data, bad)
+    tiny = load_dataset("toy", num_superclasses=1, siblings=2, train_per_class=4, eval_per_class=2)
+    with pytest.raises(ValueError, match="heldout_classes needs at least 3 classes; dataset 'toy' has 2"):
+        hold_out_classes(tiny, 0.5)
+
+
 # ----------------------------------------------------------------------------- run configs, CLI, findings
 def test_a_run_config_names_its_scenario(tmp_path):
     from bclviz.runconfig import load_run_config, save_run_config
@@ -362,9 +418,15 @@ def test_cli_takes_a_scenario(tmp_path, capsys, one_worker):
 def test_findings_settings():
     from bclviz.findings import findings_settings
 
-    assert findings_settings(["toy", "digits"]) == [("toy", None), ("digits", None)]
-    assert findings_settings(["toy", "digits"], "all") == [("toy", s) for s in list_scenarios("toy")] + [
-        ("digits", s) for s in list_scenarios("digits")]
-    assert findings_settings(["digits", "glyphs"], ["weak-old"]) == [("digits", "weak-old"), ("glyphs", "weak-old")]
+    assert findings_settings(["toy", "digits"]) == [("toy", None, "full"), ("digits", None, "full")]
+    # "all": the full grid on each dataset's default scenario (listed first), the tax grid on the rest
+    every = findings_settings(["toy", "digits"], "all")
+    assert every == [("toy", s, "full" if i == 0 else "tax") for i, s in enumerate(list_scenarios("toy"))] + [
+        ("digits", s, "full" if i == 0 else "tax") for i, s in enumerate(list_scenarios("digits"))]
+    assert findings_settings(["digits", "glyphs"], ["weak-old"]) == [
+        ("digits", "weak-old", "tax"), ("glyphs", "weak-old", "full")]
+    assert findings_settings(["digits"], ["weak-old"], grid="full") == [("digits", "weak-old", "full")]
     with pytest.raises(ValueError, match=r"unknown scenario 'weak-old' for dataset 'toy'; choose one of \['coarse-view', 'default-v1'\]"):
         findings_settings(["toy"], ["weak-old"])
+    with pytest.raises(ValueError, match=r"grid must be 'auto' or one of \['full', 'tax'\], got 'some'"):
+        findings_settings(["toy"], grid="some")

@@ -28,8 +28,14 @@ The built-in scenarios (declared per dataset in :mod:`bclviz.data.registry`):
     the same training images labelled by superclass; the new one learns the fine
     classes. Classes the old model never had to tell apart sit together in its space.
 
-Two data options, accepted by every dataset (they act on the built data, after the
-dataset's own builder; :data:`OLD_SIDE_OPTIONS`), make the last two:
+Three data options, accepted by every dataset (they act on the built data, after the
+dataset's own builder; :data:`AFTER_BUILD_OPTIONS`), make the scenarios:
+
+- ``heldout_classes``: a fraction in (0, 1) of the classes held out from training
+  altogether (neither model trains on them) and used as the only query and gallery
+  classes: retrieval of classes no model has seen, the protocol of GLDv2 (whose test
+  landmarks are not among the training landmarks). Applied first, by
+  :func:`hold_out_classes`.
 
 - ``old_pool``: an integer >= 2; the old model sees images block-averaged over
   ``old_pool x old_pool`` pixels (``BCLData.old_view``). Image datasets only.
@@ -53,7 +59,7 @@ if TYPE_CHECKING:
     from bclviz.data.base import BCLData
 
 __all__ = [
-    "Scenario", "OLD_SIDE_OPTIONS", "OLD_LABELS", "degrade_old_side",
+    "Scenario", "OLD_SIDE_OPTIONS", "AFTER_BUILD_OPTIONS", "OLD_LABELS", "degrade_old_side", "hold_out_classes",
     "DIGIT_SUPERCLASSES", "FASHION_MNIST_CLASSES", "FASHION_MNIST_SUPERCLASSES", "GLYPH_SUPERCLASSES",
     "CIFAR100_FINE_TO_COARSE", "CIFAR100_SUPERCLASS_NAMES",
     "digit_superclasses", "fashion_mnist_superclasses", "glyph_superclasses", "toy_superclasses",
@@ -62,6 +68,10 @@ __all__ = [
 
 #: data options every dataset accepts besides its builder's (applied after the builder)
 OLD_SIDE_OPTIONS = ("old_pool", "old_labels")
+#: every data option applied after a dataset's builder (:func:`hold_out_classes` first)
+AFTER_BUILD_OPTIONS = ("heldout_classes", *OLD_SIDE_OPTIONS)
+#: ``info`` entries that hold one value per class (subset by :func:`hold_out_classes`)
+_PER_CLASS_INFO = ("class_ids", "class_chars", "class_names", "superclass")
 #: the values of ``old_labels``
 OLD_LABELS = ("fine", "superclass")
 
@@ -174,6 +184,75 @@ def degrade_old_side(data: BCLData, *, old_pool: int | None = None, old_labels: 
     if not changes:
         return data
     return dataclasses.replace(data, info=info, **changes)
+
+
+def hold_out_classes(data: BCLData, ratio: float, *, seed: int = 0) -> BCLData:
+    """``data`` with a fraction of its classes held out for evaluation only (open-set by class).
+
+    ``ceil(ratio * C)`` classes (at least 1, leaving at least 2 to train on), drawn with
+    ``seed``, leave both training sets; query and gallery keep only their images. The
+    training classes are renumbered ``0..C'-1`` in their order (the old model's classes
+    stay first), the old model's classes ``0..C_old'-1``; the held-out classes get the
+    labels ``C'..C-1`` so that no query label is a training class. ``info`` records
+    ``heldout_classes`` (the ratio), ``heldout_labels`` (their labels before renumbering)
+    and ``protocol`` ("open-set-by-class"); per-class entries (``class_ids``,
+    ``class_chars``, ...) keep the training classes, and ``heldout_<entry>`` the others.
+
+    Raises ``ValueError`` when the ratio is not in (0, 1), fewer than 3 classes exist, or
+    a held-out class has fewer than 2 evaluation images (retrieval needs a match).
+    """
+    import torch
+
+    from bclviz.data import splits
+    from bclviz.data.base import Labeled
+
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise ValueError(f"heldout_classes must be a fraction in (0, 1), got {ratio!r}")
+    n = data.num_classes
+    if n < 3:
+        raise ValueError(f"heldout_classes needs at least 3 classes; dataset {data.name!r} has {n}")
+    n_held = splits._count(ratio, n, low=1, high=n - 2)
+    rng = np.random.default_rng(np.random.SeedSequence([splits._check_seed(seed), 0x4E1D]))
+    held = np.sort(rng.choice(n, n_held, replace=False))
+    keep = np.setdiff1d(np.arange(n), held)
+    new_id = np.empty(n, dtype=np.int64)
+    new_id[keep] = np.arange(len(keep))
+    new_id[held] = len(keep) + np.arange(n_held)
+    old_of = data.old_classes().numpy()  # new class -> old class (-1: unseen)
+    old_kept = np.unique(old_of[keep][old_of[keep] >= 0])
+    old_id = np.full(max(data.num_old_classes, 1), -1, dtype=np.int64)
+    old_id[old_kept] = np.arange(len(old_kept))
+    if len(old_kept) == 0:
+        raise ValueError(f"heldout_classes={ratio} holds out every class the old model trained on; "
+                         "use a smaller ratio or another seed")
+
+    def rows(part: Labeled, classes: np.ndarray, labels: np.ndarray) -> Labeled:
+        sub = part.subset(torch.from_numpy(np.flatnonzero(np.isin(part.y.numpy(), classes))))
+        return Labeled(sub.x, torch.from_numpy(labels)[sub.y])
+
+    new_train = rows(data.new_train, keep, new_id)
+    old_train = rows(data.old_train, old_kept, old_id)
+    query = rows(data.query, held, new_id)
+    gallery = query if data.query_is_gallery else rows(data.gallery, held, new_id)
+    sizes = np.bincount(np.searchsorted(held, data.query.y.numpy()[np.isin(data.query.y.numpy(), held)]),
+                        minlength=n_held)
+    if data.query_is_gallery and sizes.min() < 2:
+        raise ValueError(f"held-out class {int(held[sizes.argmin()])} of {data.name!r} has {int(sizes.min())} "
+                         "evaluation image(s); retrieval needs at least 2")
+    info = dict(data.info)
+    for name in _PER_CLASS_INFO:
+        values = info.get(name)
+        if isinstance(values, (list, tuple)) and len(values) == n:
+            info[name] = [values[c] for c in keep]
+            info[f"heldout_{name}"] = [values[c] for c in held]
+    info.update(heldout_classes=float(ratio), heldout_labels=held.tolist(), protocol="open-set-by-class",
+                n_new_train=len(new_train), n_old_train=len(old_train), n_eval=len(query))
+    explicit = None
+    if data.old_class_of is not None:
+        explicit = torch.from_numpy(np.where(old_of[keep] >= 0, old_id[np.maximum(old_of[keep], 0)], -1))
+    return dataclasses.replace(data, new_train=new_train, old_train=old_train, query=query, gallery=gallery,
+                               num_classes=len(keep), num_old_classes=len(old_kept), old_class_of=explicit,
+                               info=info)
 
 
 # ----------------------------------------------------------------------------- groupings
