@@ -46,3 +46,11 @@ def test_train_throughput_plain_loop_computes_what_the_trainer_computes():
     ratios = res["ratio"]["digits"]["1"]
     assert set(ratios) == {"independent", "proto"} and all(r > 0 for r in ratios.values())
     assert res["runs"][0]["pairs_per_method"] == 1
+
+
+@pytest.mark.slow
+def test_plateau_curve_scores_every_epoch():
+    res = _run("bench/plateau.py", "--dataset", "toy", "--epochs", "2", "--replicates", "0", "1")
+    assert res["metric"] == "mAP@100" and set(res["curves"]) == {"0", "1"}
+    assert all(len(c) == 2 and all(0 <= v <= 1 for v in c) for c in res["curves"].values())
+    assert res["curves"]["0"] != res["curves"]["1"]  # two seeds, two curves
