@@ -1,7 +1,7 @@
 # bclviz: two commands on a fresh machine.
 #   make lab    create .venv if missing, install the lab profile (pip install -e ".[lab]"),
 #               open notebook 01 in JupyterLab (localhost, token)
-#   make test   install the test profile if needed (pip install -e ".[lab,test]"), run the
+#   make test   install the test profile if needed (pip install -e ".[lab,tensorboard,test]"), run the
 #               unit tests and the notebooks under nbval
 # Also: make demo (headless toy demo into out/demo), make bench (benchmarks),
 # make install (the full profile, as make test installs), and make core: the core profile
@@ -37,7 +37,7 @@ $(LAB_STAMP): pyproject.toml
 
 $(TEST_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e ".[lab,test]"
+	$(PIP) -e ".[lab,tensorboard,test]"
 	touch $(CORE_STAMP) $(LAB_STAMP) $(TEST_STAMP) $(OLD_STAMP)
 
 core: $(CORE_STAMP)
@@ -61,6 +61,7 @@ bench: $(LAB_STAMP)
 	$(PY) bench/retrieval.py --queries 1000 --gallery 1000000 --dim 256
 	$(PY) bench/widget_latency.py
 	$(PY) bench/train_overhead.py
+	$(PY) bench/tuning.py --threads 1
 
 clean:
 	rm -rf out .pytest_cache

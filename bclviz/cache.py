@@ -8,8 +8,10 @@ repository. Folders below the root:
 
 - ``glyphs/``: rendered glyph images (``.npz``), keyed by every rendering option;
 - ``fashion-mnist/``: Fashion-MNIST downloaded by torchvision (when asked to download);
-- ``sweeps/<name>/``: per-(setting, seed) sweep records (notebook 02, the training lab);
-- ``findings/<dataset>/``: the records behind ``docs/findings.md``;
+- ``sweeps/<name>/``: sweep studies, one Optuna journal file per dataset and experiment
+  (notebook 02, the training lab; :func:`bclviz.sweep.run_sweep`);
+- ``findings/<dataset>/``: the studies behind ``docs/findings.md``;
+- ``studies/``: the journal files of ``bclviz tune`` (without ``--storage``);
 - ``features/<dataset>-<hash>/``: old-model features written by ``bclviz extract``.
 
 Nothing is created at import time; callers create the folder they write into.

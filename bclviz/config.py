@@ -170,22 +170,42 @@ def _integer(obj, name: str, low: int) -> None:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model name (:func:`bclviz.models.list_models`), its dimension and options."""
+    """A model name, its embedding dimension and options.
+
+    ``name``: a registered model (:func:`bclviz.models.list_models`), ``"torchvision:<arch>"``
+    (any torchvision classification architecture; ``options`` may name ``weights``,
+    ``resize`` and the architecture's own settings, :class:`bclviz.external.TorchvisionEmbedder`),
+    or, for the old model only, ``"torchscript"`` / ``"export"`` with ``options={"path": FILE}``:
+    a frozen old model saved with ``torch.jit.save`` / ``torch.export.save``, loaded and never
+    trained (:func:`bclviz.external.load_frozen_model`); ``dim`` must be its output dimension.
+    """
 
     name: str = "mlp"
     dim: int = 16
     options: dict = field(default_factory=dict)
 
-    def validate(self, where: str) -> None:
-        """Raise ``ValueError`` naming ``where`` (e.g. ``ExperimentConfig.old_model``) for a bad spec."""
-        from .models import list_models
+    def validate(self, where: str, *, frozen_ok: bool = False) -> None:
+        """Raise ``ValueError`` naming ``where`` (e.g. ``ExperimentConfig.old_model``) for a bad spec;
+        ``frozen_ok``: a frozen model file is allowed (the old model)."""
+        from .external import FROZEN_KINDS
+        from .models import check_model_name
 
-        if self.name not in list_models():
-            raise ValueError(f"{where}.name must be one of {list_models()}, got {self.name!r}")
+        check_model_name(self.name, where=f"{where}.name", frozen_ok=frozen_ok)
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
             raise ValueError(f"{where}.dim must be a positive integer, got {self.dim!r}")
         if not isinstance(self.options, dict):
             raise ValueError(f"{where}.options must be a mapping, got {self.options!r}")
+        if self.name in FROZEN_KINDS and (set(self.options) != {"path"} or not isinstance(self.options["path"], str)
+                                          or not self.options["path"]):
+            raise ValueError(f"{where}.options of a {self.name!r} model must be exactly {{path: FILE}} (the file "
+                             f"{FROZEN_KINDS[self.name]} wrote), got {self.options!r}")
+
+    @property
+    def frozen(self) -> bool:
+        """Whether this names a frozen model file (loaded, never trained)."""
+        from .external import FROZEN_KINDS
+
+        return self.name in FROZEN_KINDS
 
 
 def default_output_dir(dataset: str, method: str) -> str:
@@ -253,7 +273,7 @@ class ExperimentConfig:
             value = getattr(self, section)
             if not isinstance(value, cls):
                 raise ValueError(f"{name}.{section} must be a {cls.__name__}, got {value!r}")
-        self.old_model.validate(f"{name}.old_model")
+        self.old_model.validate(f"{name}.old_model", frozen_ok=True)
         self.new_model.validate(f"{name}.new_model")
         if self.old_model.dim != self.new_model.dim:
             raise ValueError(

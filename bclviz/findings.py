@@ -20,6 +20,7 @@ scenarios unless told otherwise (``grid="auto"``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +36,7 @@ from .stats import paired_comparison, tax_from_seeds
 from .sweep import run_sweep, setting_label
 
 __all__ = ["GRIDS", "DEFAULT_EPS", "findings_grid", "dataset_findings", "findings_settings", "findings_markdown",
-           "generate_findings"]
+           "generate_findings", "load_findings", "findings_summary", "findings_points"]
 
 BASELINES = ("independent", "l2", "bct", "proto", "lce", "hot_refresh")
 #: the grids a (dataset, scenario) can run: every setting, or what the tax needs
@@ -44,13 +45,16 @@ GRIDS = ("full", "tax")
 DEFAULT_EPS = (0.2, 0.4, 1.0)
 
 
-def findings_grid(eps: Sequence[float] = DEFAULT_EPS, grid: str = "full") -> list[MethodConfig]:
+def findings_grid(eps: Sequence[float] = DEFAULT_EPS, grid: str = "full",
+                  baselines: Sequence[str] = BASELINES,
+                  modes: Sequence[str] = ("absolute", "relative")) -> list[MethodConfig]:
     """The settings of one (dataset, scenario).
 
-    ``full``: the baselines and the perturbing methods (NDPP, ODPP) at defaults, then each
+    ``full``: ``baselines`` (default: every one; ``independent`` and ``proto`` are always
+    run, the tax needs them) and the perturbing methods (NDPP, ODPP) at defaults, then each
     perturbing method over ``eps`` with absolute budgets and at ``max(eps)`` with relative
     ones (``eps_mode="relative"``: the most crowded class gets the whole eps, see
-    docs/method.md). ``tax``: ``independent`` and ``proto``.
+    docs/method.md); ``modes`` leaves either out. ``tax``: ``independent`` and ``proto``.
     """
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {list(GRIDS)}, got {grid!r}")
@@ -59,9 +63,17 @@ def findings_grid(eps: Sequence[float] = DEFAULT_EPS, grid: str = "full") -> lis
     eps = tuple(eps)
     if not eps:
         raise ValueError("eps must hold at least one magnitude")
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"baselines must be among {list(BASELINES)}, got {unknown}")
+    chosen = [b for b in BASELINES if b in {*baselines, "independent", "proto"}]
+    if not modes or set(modes) - {"absolute", "relative"}:
+        raise ValueError(f"modes must be a non-empty subset of ['absolute', 'relative'], got {list(modes)}")
     perturbing = perturbing_methods()
-    grid_ = [MethodConfig(name=m) for m in BASELINES] + [MethodConfig(name=m) for m in perturbing]
+    grid_ = [MethodConfig(name=m) for m in chosen] + [MethodConfig(name=m) for m in perturbing]
     for mode, values in (("absolute", eps), ("relative", (max(eps),))):
+        if mode not in modes:
+            continue
         for name in perturbing:
             for e in values:
                 m = MethodConfig(name=name, eps=e, eps_mode=mode)
@@ -78,7 +90,8 @@ def _label(m: MethodConfig) -> str:
 def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = DEFAULT_EPS,
                      reference: str = "proto", cache_root: str | Path | None = None,
                      overrides: dict | None = None, progress: bool = True, scenario: str | None = None,
-                     workers: int | None = None, grid: str = "full") -> dict:
+                     workers: int | None = None, grid: str = "full", baselines: Sequence[str] = BASELINES,
+                     modes: Sequence[str] = ("absolute", "relative")) -> dict:
     """Train and evaluate the findings grid (:func:`findings_grid`) on one dataset in one of
     its update scenarios (None: the dataset's default); return its summary dict. Records
     are cached under ``cache_root/<dataset>/<scenario>``."""
@@ -86,7 +99,7 @@ def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = DEF
                              **(overrides or {}))
     t0 = time.perf_counter()
     base = run_experiment(dataclasses.replace(cfg, seeds=1), progress=progress, workers=workers)
-    kind, grid = grid, findings_grid(eps, grid)
+    kind, grid = grid, findings_grid(eps, grid, baselines, modes)
     root = cache_dir("findings") if cache_root is None else Path(cache_root)
     folder = root / dataset if cfg.scenario is None else root / dataset / cfg.scenario
     records = run_sweep(base.data, base.old, cfg, grid, cache_dir=folder, progress=progress, workers=workers)
@@ -257,13 +270,55 @@ def generate_findings(datasets: Sequence[str], *, out: str | Path = "docs/findin
                       eps: Sequence[float] = DEFAULT_EPS, cache_root: str | Path | None = None,
                       progress: bool = True, command: str | None = None,
                       scenarios: Sequence[str] | str | None = None, workers: int | None = None,
-                      grid: str = "auto") -> Path:
+                      grid: str = "auto", baselines: Sequence[str] = BASELINES,
+                      modes: Sequence[str] = ("absolute", "relative")) -> Path:
     """Run :func:`dataset_findings` for every (dataset, scenario, grid) of
     :func:`findings_settings` and write the markdown and, next to it, ``findings.json``
     (the summaries: ``{"command": ..., "findings": [...]}``), each atomically."""
     found = [dataset_findings(d, seeds=seeds, eps=eps, cache_root=cache_root, progress=progress, scenario=s,
-                              workers=workers, grid=g)
+                              workers=workers, grid=g, baselines=baselines, modes=modes)
              for d, s, g in findings_settings(datasets, scenarios, grid)]
     command = command or f"bclviz findings --datasets {','.join(datasets)} --seeds {seeds} --out {out}"
     write_json(Path(out).with_name("findings.json"), {"command": command, "findings": found})
     return write_text(out, findings_markdown(found, command=command))
+
+
+#: where ``bclviz findings`` writes by default, next to the package in a source checkout
+DEFAULT_FINDINGS_JSON = Path(__file__).resolve().parents[1] / "docs" / "findings.json"
+
+
+def load_findings(path: str | Path | None = None) -> dict:
+    """The summaries written by :func:`generate_findings` (``findings.json``; default: the
+    checkout's ``docs/findings.json``). ``FileNotFoundError`` says how to generate it."""
+    path = DEFAULT_FINDINGS_JSON if path is None else Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no findings at {path}; generate them with `bclviz findings` (docs/findings.md "
+                                "names the command), or pass the path of a findings.json")
+    found = json.loads(path.read_text())
+    if not isinstance(found, dict) or not isinstance(found.get("findings"), list):
+        raise ValueError(f"{path} is not a findings.json (no 'findings' list)")
+    return found
+
+
+def findings_summary(found: dict, dataset: str, scenario: str | None = None, grid: str | None = None) -> dict:
+    """The summary of ``dataset`` (in ``scenario``; any when None) from :func:`load_findings`,
+    the full grid first when ``grid`` is None; ``KeyError`` listing what there is."""
+    hits = [f for f in found["findings"] if f["dataset"] == dataset and scenario in (None, f.get("scenario"))
+            and grid in (None, f.get("grid", "full"))]
+    if not hits:
+        have = [(f["dataset"], f.get("scenario"), f.get("grid", "full")) for f in found["findings"]]
+        raise KeyError(f"no findings for dataset={dataset!r}, scenario={scenario!r}, grid={grid!r}; there are {have}")
+    return sorted(hits, key=lambda f: f.get("grid", "full") != "full")[0]
+
+
+def findings_points(summary: dict) -> list[dict]:
+    """Points for :func:`bclviz.plots.tradeoff_figure` from one findings summary: every
+    setting with its 95% half-widths as error bars, and the old model."""
+    points = []
+    for r in summary["rows"]:
+        point = {"label": r["label"], "method": r["method"], "self": r["self"], "cross": r["cross"],
+                 "settings": {"setting": r["label"]}}
+        point.update({f"{side}_err": r[f"{side}_ci"] for side in ("self", "cross") if r.get(f"{side}_ci") is not None})
+        points.append(point)
+    old = summary["old_old"]
+    return points + [{"label": "old", "method": "old", "self": old, "cross": old, "settings": {}}]

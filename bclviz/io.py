@@ -11,7 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "write_json", "write_text"]
+import numpy as np
+
+__all__ = ["atomic_write", "write_json", "write_npy", "write_text"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -55,3 +57,12 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
+    """Write ``arr`` as a ``.npy`` file (``allow_pickle=False``: numeric and string arrays only)."""
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(arr), allow_pickle=False)
+
+    return atomic_write(path, write)

@@ -193,6 +193,11 @@ class _Perturbing(Proto):
         """The configured k, or :attr:`default_k` capped at C - 1 for small class counts."""
         return self.cfg.k if self.cfg.k is not None else min(self.default_k, num_classes - 1)
 
+    def use_neighbors(self, old_protos: torch.Tensor, neighbors: torch.Tensor) -> None:
+        """Reuse old-space neighbour lists (C, >= k) already searched for ``old_protos`` with
+        this config's ``neighbor_search`` (e.g. by the explorer, across slider moves)."""
+        self._neighbor_cache = (old_protos, neighbors)
+
     def neighbors(self, old_protos: torch.Tensor, k: int) -> torch.Tensor:
         cached = self._neighbor_cache
         if cached is None or cached[1].shape[1] < k or not torch.equal(cached[0], old_protos):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bclviz._validate import check_positive_int
+from bclviz.external import FROZEN_KINDS, TORCHVISION_PREFIX
 
 __all__ = [
     "MLPEmbedder",
@@ -28,6 +29,7 @@ __all__ = [
     "register_model",
     "list_models",
     "create_model",
+    "check_model_name",
     "InputView",
     "BlockAverage",
 ]
@@ -184,6 +186,9 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
+        if name.startswith(TORCHVISION_PREFIX) or name in FROZEN_KINDS:
+            raise ValueError(f"model names {TORCHVISION_PREFIX!r}<arch> and {list(FROZEN_KINDS)} are reserved, "
+                             f"got {name!r}")
         _REGISTRY[name] = factory
         return factory
 
@@ -191,8 +196,49 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`, sorted."""
+    """Names accepted by :func:`create_model`, sorted (besides ``torchvision:<arch>``)."""
     return sorted(_REGISTRY)
+
+
+_OTHER_NAMES = (f"'{TORCHVISION_PREFIX}<arch>' (any torchvision classification model, bclviz.external) or, for "
+                f"the old model only, {' / '.join(repr(k) for k in FROZEN_KINDS)} (a frozen model file)")
+
+
+def check_model_name(name: str, *, where: str, frozen_ok: bool = False) -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``name`` is a registered model,
+    ``torchvision:<arch>`` or (with ``frozen_ok``, for an old model) a frozen file kind."""
+    if not isinstance(name, str):
+        raise ValueError(f"{where} must be one of {list_models()} or {_OTHER_NAMES}; got {name!r}")
+    if name in _REGISTRY:
+        return
+    if name.startswith(TORCHVISION_PREFIX):
+        from .external import torchvision_arch
+
+        try:
+            torchvision_arch(name)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        return
+    if name in FROZEN_KINDS:
+        if frozen_ok:
+            return
+        raise ValueError(f"{where} is {name!r}, a frozen model file, which can only be the old model (it is "
+                         f"loaded, never trained); the new model must be one of {list_models()} or "
+                         f"'{TORCHVISION_PREFIX}<arch>'")
+    raise ValueError(f"{where} must be one of {list_models()} or {_OTHER_NAMES}; got {name!r}")
+
+
+def _factory(name: str) -> ModelFactory:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
+        from .external import torchvision_arch
+
+        return _torchvision_factory(torchvision_arch(name))
+    if name in FROZEN_KINDS:
+        raise ValueError(f"model {name!r} is a frozen model file: load it with bclviz.external.load_frozen_model "
+                         "(an old model's ModelSpec does so), it is not built")
+    raise ValueError(f"unknown model {name!r}; choose one of {list_models()}, or {_OTHER_NAMES}")
 
 
 def create_model(name: str, *, input_shape: tuple[int, ...], dim: int, seed: int | None = None, **kwargs) -> nn.Module:
@@ -201,15 +247,16 @@ def create_model(name: str, *, input_shape: tuple[int, ...], dim: int, seed: int
     Parameters
     ----------
     name : one of :func:`list_models` (``"cnn"``, ``"mlp"``, ``"resnet18"``,
-        ``"resnet50"``).
+        ``"resnet50"``), or ``"torchvision:<arch>"`` for any torchvision classification
+        architecture (:class:`bclviz.external.TorchvisionEmbedder`).
     input_shape : shape of one input, e.g. ``(64,)`` or ``(1, 28, 28)``; gives
         ``in_dim`` (MLP) or ``in_channels`` and ``input_size`` (CNN, ResNet).
     dim : embedding dimension.
     seed : seed of the initial weights; ``None`` draws them from torch's global generator.
-    **kwargs : passed to the model's constructor (e.g. ``width=64``, ``hidden=256``).
+    **kwargs : passed to the model's constructor (e.g. ``width=64``, ``hidden=256``,
+        ``weights="resnet18.pth"``).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
+    factory = _factory(name)
     shape = tuple(input_shape)
     if not shape or any(
         isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape
@@ -219,12 +266,12 @@ def create_model(name: str, *, input_shape: tuple[int, ...], dim: int, seed: int
         )
     shape = tuple(int(s) for s in shape)
     if seed is None:
-        return _REGISTRY[name](input_shape=shape, dim=dim, **kwargs)
+        return factory(input_shape=shape, dim=dim, **kwargs)
     # Layer constructors initialise from the global generator and take no generator, so
     # the construction runs on a forked stream seeded with `seed`.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _REGISTRY[name](input_shape=shape, dim=dim, **kwargs)
+        return factory(input_shape=shape, dim=dim, **kwargs)
 
 
 class InputView(nn.Module):
@@ -308,3 +355,13 @@ def _resnet18(*, input_shape: tuple[int, ...], dim: int, **kwargs) -> ResNetEmbe
 def _resnet50(*, input_shape: tuple[int, ...], dim: int, **kwargs) -> ResNetEmbedder:
     channels, size = _image_shape("resnet50", input_shape)
     return ResNetEmbedder("resnet50", dim, in_channels=channels, input_size=size, **kwargs)
+
+
+def _torchvision_factory(arch: str) -> ModelFactory:
+    def factory(*, input_shape: tuple[int, ...], dim: int, **kwargs) -> nn.Module:
+        from .external import TorchvisionEmbedder
+
+        _image_shape(f"{TORCHVISION_PREFIX}{arch}", input_shape)
+        return TorchvisionEmbedder(arch, dim, input_shape=input_shape, **kwargs)
+
+    return factory

@@ -3,7 +3,9 @@
 From an :class:`~bclviz.config.ExperimentConfig` and its dataset:
 
 - :func:`train_old_model` builds the old embedder (behind the dataset's ``old_view``)
-  with weights seeded by ``cfg.seed`` and trains it;
+  with weights seeded by ``cfg.seed`` and trains it, or loads a frozen old model file
+  (``old_model.name`` ``"torchscript"`` / ``"export"``, :mod:`bclviz.external`), which is
+  never trained;
 - :func:`train_new_model` builds a new embedder seeded by ``cfg.seed + 1 + replicate``
   and trains it with one method against the old model (with the dataset's map from new
   to old classes, ``BCLData.old_class_of``, when the old model had other classes);
@@ -25,6 +27,8 @@ from torch import nn
 
 from .config import ExperimentConfig, MethodConfig, ModelSpec
 from .data.base import BCLData
+from .external import load_frozen_model
+from .loop import resolve_device
 from .models import InputView, create_model
 from .scoring import Scorer
 from .train import TrainResult, train_new, train_old
@@ -36,7 +40,15 @@ __all__ = [
 
 
 def build_old_model(data: BCLData, spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
-    """The old embedder, behind the dataset's ``old_view`` when it has one (weights seeded by ``seed``)."""
+    """The old embedder, behind the dataset's ``old_view`` when it has one (weights seeded by ``seed``).
+
+    A frozen old model file (``spec.frozen``) is loaded instead, on the CPU
+    (:class:`~bclviz.external.FrozenEmbedder`); it sees the data's inputs as they are,
+    without the ``old_view`` that simulates an old model's degraded input: the file is
+    the whole old model.
+    """
+    if spec.frozen:
+        return load_frozen_model(spec.name, spec.options["path"], dim=spec.dim, input_shape=data.input_shape)
     model = create_model(spec.name, input_shape=data.input_shape, dim=spec.dim, seed=seed, **spec.options)
     return model if data.old_view is None else InputView(data.old_view, model)
 
@@ -52,11 +64,19 @@ def new_model_seed(cfg: ExperimentConfig, replicate: int = 0) -> int:
 
 
 def train_old_model(cfg: ExperimentConfig, data: BCLData, *, progress: bool = True,
-                    checkpoint: str | Path | None = None) -> TrainResult:
-    """Build and train (or resume from ``checkpoint``) the old model of ``cfg``, seeded by ``cfg.seed``."""
-    return train_old(build_old_model(data, cfg.old_model, seed=cfg.seed), data.old_train,
-                     num_classes=data.num_old_classes, cfg=dataclasses.replace(cfg.old_train, seed=cfg.seed),
-                     progress=progress, checkpoint=checkpoint)
+                    checkpoint: str | Path | None = None, callback=None) -> TrainResult:
+    """Build and train (or resume from ``checkpoint``) the old model of ``cfg``, seeded by ``cfg.seed``.
+
+    A frozen old model file is loaded onto ``cfg.old_train.device`` and returned untrained
+    (no history, no head, no checkpoint written). ``callback`` is called with each epoch's
+    history record.
+    """
+    model = build_old_model(data, cfg.old_model, seed=cfg.seed)
+    if cfg.old_model.frozen:
+        return TrainResult(model.to(resolve_device(cfg.old_train.device)), head=None)
+    return train_old(model, data.old_train, num_classes=data.num_old_classes,
+                     cfg=dataclasses.replace(cfg.old_train, seed=cfg.seed), progress=progress,
+                     checkpoint=checkpoint, callback=callback)
 
 
 def train_new_model(cfg: ExperimentConfig, data: BCLData, old: TrainResult, method: MethodConfig, *,

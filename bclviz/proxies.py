@@ -9,6 +9,12 @@ The perturbation explorer shows them live while a slider moves:
 - :func:`headroom` -- mean excess crowding ``max(0, S_o - S_n)`` over each class's old-space
   neighbours (NDPP's own weight): how much old-space crowding a new model undoes, i.e.
   whether a perturbation has anything to win, measurable before any NDPP/ODPP run.
+
+:class:`LiveProxies` serves a slider: what depends only on ``P_o``, ``P_n`` and the
+features (old-space neighbour lists, old crowding, headroom per ``k``) is computed once,
+and above :data:`EXACT_CLASSES` classes the proxies of a moving prototype set are taken
+over candidate lists from the old space, so that an update costs O(C K d), never
+O(C^2 d).
 """
 
 from __future__ import annotations
@@ -16,21 +22,59 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._validate import as_features, as_labels
+from ._validate import as_features, as_labels, check_positive_int
 from .neighbors import class_neighbors
-from .perturb import NeighborSearch, check_prototypes, old_neighbors
+from .perturb import NeighborSearch, _neighbor_lists, check_prototypes, old_neighbors
 
-__all__ = ["crowding", "drift", "recognisability", "headroom", "format_headroom"]
+__all__ = ["crowding", "drift", "recognisability", "headroom", "format_headroom", "LiveProxies",
+           "EXACT_CLASSES", "CANDIDATES"]
 
 #: classes per block in :func:`headroom`: (block, k, d) temporaries, never (C, C)
 _BLOCK = 1024
+#: :class:`LiveProxies` computes the proxies of a moving prototype set exactly up to this
+#: many classes, over candidate lists above (an exact kNN search of 10,000 classes takes
+#: seconds; a slider needs tens of milliseconds)
+EXACT_CLASSES = 2000
+#: candidate lists of :class:`LiveProxies` above :data:`EXACT_CLASSES`: the old-space nearest
+#: classes of each class, and the nearest old prototypes of each feature
+CANDIDATES = 16
 
 
-def crowding(protos) -> float:
-    """Mean over classes of ``max_{j != c} <p_c, p_j>`` for normalised rows (C >= 2)."""
+def _check_candidates(candidates, rows: int, num_classes: int, what: str) -> torch.Tensor:
+    if (not isinstance(candidates, torch.Tensor) or candidates.dtype != torch.int64 or candidates.ndim != 2
+            or candidates.shape[0] != rows):
+        got = tuple(candidates.shape) if isinstance(candidates, torch.Tensor) else type(candidates).__name__
+        raise ValueError(f"candidates must be an int64 tensor of shape ({what}={rows}, K), got {got}")
+    if candidates.numel() and (int(candidates.min()) < 0 or int(candidates.max()) >= num_classes):
+        raise ValueError(f"candidates must index the {num_classes} prototype rows")
+    return candidates
+
+
+def crowding(protos, *, neighbors: torch.Tensor | None = None, candidates: torch.Tensor | None = None) -> float:
+    """Mean over classes of ``max_{j != c} <p_c, p_j>`` for normalised rows (C >= 2).
+
+    ``neighbors`` (C, >= 1) int64, optional: nearest-class lists of these ``protos``
+    already searched (:func:`bclviz.perturb.old_neighbors`, exact search); their first
+    column is used instead of a new search (the same number).
+
+    ``candidates`` (C, K) int64, optional: take the max over ``j`` in ``candidates[c]``
+    only (e.g. the old-space neighbour lists, :func:`bclviz.perturb.old_neighbors`, of
+    prototypes that moved a little), O(C K d) instead of a kNN search. A lower bound of
+    the exact value, equal to it when each class's nearest class is among its candidates.
+    """
     p = F.normalize(as_features(protos, "protos", min_rows=2), dim=1)
-    nbr = class_neighbors(p, 1)[:, 0]
-    return float((p * p[nbr]).sum(1).mean())
+    if candidates is None:
+        nbr = class_neighbors(p, 1)[:, 0] if neighbors is None else _neighbor_lists(p, 1, neighbors)[:, 0]
+        return float((p * p[nbr]).sum(1).mean())
+    idx = _check_candidates(candidates, p.shape[0], p.shape[0], "C")
+    best = torch.empty(p.shape[0], dtype=p.dtype)
+    for s in range(0, p.shape[0], _BLOCK):
+        rows = idx[s : s + _BLOCK]
+        sims = torch.bmm(p.index_select(0, rows.reshape(-1)).view(*rows.shape, -1),
+                         p[s : s + _BLOCK].unsqueeze(2)).squeeze(2)
+        own = rows == torch.arange(s, s + rows.shape[0]).unsqueeze(1)
+        best[s : s + _BLOCK] = sims.masked_fill(own, -torch.inf).amax(1)
+    return float(best.mean())
 
 
 def drift(pseudo_old_protos, old_protos) -> float:
@@ -42,22 +86,36 @@ def drift(pseudo_old_protos, old_protos) -> float:
     return float(torch.arccos((q * p).sum(1).clamp(-1.0, 1.0)).mean())
 
 
-def recognisability(features, labels, protos, *, block: int = 8192) -> float:
+def recognisability(features, labels, protos, *, block: int = 8192,
+                     candidates: torch.Tensor | None = None) -> float:
     """Fraction of features whose nearest prototype (by cosine) is their own class.
 
     ``features`` (n, d) are old-model features (e.g. of the gallery), ``labels`` (n,)
-    index the rows of ``protos`` (C, d).
+    index the rows of ``protos`` (C, d). ``candidates`` (n, K) int64, optional: compare
+    each feature with its own class and ``candidates[i]`` only (e.g. its nearest old
+    prototypes, for prototypes that moved a little), O(n K d) instead of O(n C d); an
+    upper bound of the exact value, equal to it when every prototype that beats the own
+    class is among the candidates.
     """
     p = F.normalize(as_features(protos, "protos"), dim=1)
     f = F.normalize(as_features(features, "features", dim=p.shape[1]), dim=1).to(p.dtype)
     y = as_labels(labels, "labels", n=f.shape[0], num_classes=p.shape[0])
+    if candidates is not None:
+        idx = _check_candidates(candidates, f.shape[0], p.shape[0], "n")
+        own = (f * p[y]).sum(1)
+        other = torch.bmm(p.index_select(0, idx.reshape(-1)).view(*idx.shape, -1), f.unsqueeze(2)).squeeze(2)
+        other = other.masked_fill(idx == y.unsqueeze(1), -torch.inf)
+        # argmax picks the first of tied rows: a tie with a lower class index is a miss
+        lost = (other > own.unsqueeze(1)) | ((other == own.unsqueeze(1)) & (idx < y.unsqueeze(1)))
+        return float((~lost.any(1)).sum()) / f.shape[0]
     hits = 0
     for s in range(0, f.shape[0], block):
         hits += int(((f[s : s + block] @ p.T).argmax(1) == y[s : s + block]).sum())
     return hits / f.shape[0]
 
 
-def headroom(old_protos, new_protos, *, k: int = 5, search: NeighborSearch = "exact") -> float:
+def headroom(old_protos, new_protos, *, k: int = 5, search: NeighborSearch = "exact",
+             neighbors: torch.Tensor | None = None) -> float:
     """Mean excess crowding of the old space over the new one, on old-space neighbours.
 
     ``headroom = (1 / (C k)) sum_c sum_{j in N_k(c)} max(0, S_o[c, j] - S_n[c, j])``,
@@ -77,13 +135,16 @@ def headroom(old_protos, new_protos, *, k: int = 5, search: NeighborSearch = "ex
         Old-space neighbours per class, ``1 <= k < C``.
     search : {"exact", "ivf"}, default "exact"
         Old-neighbour search, as in :func:`bclviz.perturb.old_neighbors`.
+    neighbors : (C, >= k) int64, optional
+        Old-space neighbour lists already searched (:func:`bclviz.perturb.old_neighbors`
+        with ``search``); their first ``k`` columns are used instead of a new search.
 
     Returns
     -------
     float in ``[0, 2]``. Memory is O(block * k * d), never O(C^2).
     """
     p_o, p_n = check_prototypes(old_protos, new_protos, k=k)
-    nbr = old_neighbors(p_o, k, search=search)
+    nbr = old_neighbors(p_o, k, search=search) if neighbors is None else _neighbor_lists(p_o, k, neighbors)
     total = 0.0
     for s in range(0, p_o.shape[0], _BLOCK):
         idx = nbr[s : s + _BLOCK]
@@ -102,3 +163,90 @@ def format_headroom(record: dict | None) -> str:
     if "crowding_old" in record and "crowding_new" in record:
         text += f"; crowding old {record['crowding_old']:.3f}, new {record['crowding_new']:.3f}"
     return text + ")"
+
+
+class LiveProxies:
+    """The explorer's proxies for one ``P_o``, ``P_n`` and feature set, as a slider moves.
+
+    What depends only on the fixed inputs is computed once and kept: the old-space
+    neighbour lists per search mode (at least :data:`CANDIDATES` wide; also handed to
+    the perturbation, :func:`bclviz.explorer_state`), the old crowding and the headroom
+    per ``k``. The proxies of a moving (pseudo-old) prototype set ``q`` are exact up to
+    ``exact_classes`` classes; above, :func:`crowding` takes each class's max over its
+    old-space candidates and :func:`recognisability` compares each feature with its
+    own class and its ``candidates`` nearest old prototypes (searched once), so that an
+    update costs O((C + n) K d), never a C x C or n x C product. ``q`` stays close to
+    ``P_o`` (``||delta|| <= eps``), so the candidates hold the answer except for moves
+    large enough to bring a far class nearest; ``bench/inspect_scale.py`` measures the
+    difference to the exact values at 10,000 classes.
+
+    Parameters
+    ----------
+    old_protos, new_protos : (C, d) prototypes, C >= 2.
+    features, labels : optional old-model features (n, d) and their classes (n,) for
+        :func:`recognisability`.
+    exact_classes : int, default :data:`EXACT_CLASSES`
+    candidates : int, default :data:`CANDIDATES` (capped at C - 1)
+
+    Attributes
+    ----------
+    exact : bool
+        Whether the proxies of ``q`` are exact (C <= exact_classes).
+    """
+
+    def __init__(self, old_protos, new_protos, features=None, labels=None, *,
+                 exact_classes: int = EXACT_CLASSES, candidates: int = CANDIDATES) -> None:
+        p_o, _ = check_prototypes(old_protos, new_protos, k=1)  # validation; the functions normalise
+        self.old_protos, self.new_protos = torch.as_tensor(old_protos), torch.as_tensor(new_protos)
+        num_classes = p_o.shape[0]
+        self.exact = num_classes <= exact_classes
+        self.width = min(check_positive_int(candidates, "candidates"), num_classes - 1)
+        self.features, self.labels = features, labels
+        self._neighbors: dict[str, torch.Tensor] = {}
+        self._headroom: dict[tuple[int, str], float] = {}
+        self._crowding_old: float | None = None
+        self._feature_candidates: torch.Tensor | None = None
+
+    def neighbors(self, k: int, search: NeighborSearch = "exact") -> torch.Tensor:
+        """Old-space neighbour lists (C, >= k) of ``search``, searched once per mode (wider when k grows)."""
+        nbr = self._neighbors.get(search)
+        if nbr is None or nbr.shape[1] < k:
+            nbr = old_neighbors(self.old_protos, max(k, self.width), search=search)
+            self._neighbors[search] = nbr
+        return nbr
+
+    def crowding_old(self) -> float:
+        """:func:`crowding` of ``P_o`` (exact), computed once."""
+        if self._crowding_old is None:
+            exact = self._neighbors.get("exact")
+            self._crowding_old = crowding(self.old_protos, neighbors=exact)
+        return self._crowding_old
+
+    def headroom(self, k: int, search: NeighborSearch = "exact") -> float:
+        """:func:`headroom` of ``P_o``, ``P_n`` over the cached neighbour lists, once per ``(k, search)``."""
+        key = (int(k), search)
+        if key not in self._headroom:
+            self._headroom[key] = headroom(self.old_protos, self.new_protos, k=k, search=search,
+                                           neighbors=self.neighbors(k, search))
+        return self._headroom[key]
+
+    def crowding(self, protos) -> float:
+        """:func:`crowding` of a moved prototype set (C, d): exact, or over the old-space candidates."""
+        if self.exact:
+            return crowding(protos)
+        return crowding(protos, candidates=self.neighbors(self.width, "exact")[:, : self.width])
+
+    def recognisability(self, protos) -> float:
+        """:func:`recognisability` of the features against ``protos`` (C, d): exact, or over candidates."""
+        if self.features is None:
+            raise ValueError("recognisability needs features and labels; pass them to LiveProxies")
+        if self.exact:
+            return recognisability(self.features, self.labels, protos)
+        if self._feature_candidates is None:
+            (p_o,) = check_prototypes(self.old_protos)
+            f = F.normalize(as_features(self.features, "features", dim=p_o.shape[1]), dim=1).to(p_o.dtype)
+            rows = []
+            for s in range(0, f.shape[0], _BLOCK):  # (block, C) similarities at a time
+                rows.append((f[s : s + _BLOCK] @ p_o.T).topk(self.width, dim=1).indices)
+            self._feature_candidates = torch.cat(rows)
+        return recognisability(self.features, self.labels, protos, candidates=self._feature_candidates)

@@ -1,9 +1,12 @@
-"""A self-contained HTML report of one experiment (``bclviz demo``).
+"""Self-contained HTML reports: one experiment (``bclviz demo``) or your own embeddings (``bclviz inspect``).
 
-One page, readable offline: plotly.js is inlined once in the page head, followed by a
-results table, the compatibility tax and the headroom (what perturbation can win, see
-``docs/metrics.md``), the three-space figure of the preferred perturbation method and
-the self-test vs cross-test trade-off plot. Written atomically.
+One page, readable offline: plotly.js is inlined once in the page head. The experiment
+report holds a results table, the compatibility tax and the headroom (what perturbation
+can win, see ``docs/metrics.md``), the three-space figure of the preferred perturbation
+method and the self-test vs cross-test trade-off plot. The inspection report
+(:func:`write_inspection_report`) holds crowding, headroom, the most crowded old-space
+pairs, the retrieval baseline of the two embedding sets as they are, the pseudo-old
+preview and its three-space figure. Both are written atomically.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from .evaluation import compatibility_gain, is_compatible, update_gain
 from .io import write_text
 from .projection import ProjectionMethod
 
-__all__ = ["write_report", "report_html", "results_table_html", "readouts_html"]
+__all__ = [
+    "write_report", "report_html", "results_table_html", "readouts_html", "inspection_report_html",
+    "write_inspection_report",
+]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
@@ -116,8 +122,6 @@ def report_html(result, *, projection_method: ProjectionMethod = "auto", method:
         Method shown in the three-space figure; default
         :func:`bclviz.views.preferred_method` (``ndpp``, else ``odpp``, ...).
     """
-    from plotly.offline import get_plotlyjs
-
     from .plots import tradeoff_figure, tradeoff_points
     from .readouts import tax_of
     from .views import preferred_method, three_spaces_from_result
@@ -129,24 +133,13 @@ def report_html(result, *, projection_method: ProjectionMethod = "auto", method:
     tax = tax_of(results, metric=key)  # the plot shows mAP@k; the headline may be another metric
     tradeoff = tradeoff_figure(tradeoff_points(results), old_old=results["old"]["self"][key], metric=key, tax=tax)
     figures = "\n".join(
-        f"<h2>{html.escape(title)}</h2>\n"
-        + fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, default_width="100%")
-        for title, fig, div_id in (
+        _figure_html(title, fig, div_id) for title, fig, div_id in (
             (f"Old, pseudo-old and new spaces ({method})", spaces, "three-spaces"),
             ("Self-test vs cross-test", tradeoff, "tradeoff"),
         )
     )
     info = f"dataset <b>{html.escape(str(results['dataset']))}</b> &middot; seed {results['seed']} &middot; k = {results['k']}"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>bclviz report: {html.escape(str(results['dataset']))}</title>
-<style>{_STYLE}</style>
-<script type="text/javascript">{get_plotlyjs()}</script>
-</head>
-<body>
-<h1>bclviz report</h1>
+    return _page(f"bclviz report: {html.escape(str(results['dataset']))}", f"""<h1>bclviz report</h1>
 <p>{info}</p>
 <h2>Results</h2>
 {results_table_html(results)}
@@ -161,9 +154,30 @@ relaxation has no self-test to win back. Headroom: how much closer neighbouring 
 than the independent model places them (NDPP's own weight, first seed). Near zero, the new model does
 not separate what the old one crowds, so a perturbation has nothing to relax. See docs/metrics.md.</p>
 {figures}
-</body>
+""")
+
+
+def _page(title: str, body: str) -> str:
+    """A whole offline HTML page: ``title`` (escaped HTML), the shared style, plotly.js inlined, ``body``."""
+    from plotly.offline import get_plotlyjs
+
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>{_STYLE}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head>
+<body>
+{body}</body>
 </html>
 """
+
+
+def _figure_html(title: str, fig, div_id: str) -> str:
+    return (f"<h2>{html.escape(title)}</h2>\n"
+            + fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, default_width="100%"))
 
 
 def write_report(
@@ -175,3 +189,97 @@ def write_report(
     naming ``path`` when it cannot be written; nothing partial is left behind.
     """
     return write_text(path, report_html(result, projection_method=projection_method, method=method))
+
+
+def _table(head, rows) -> str:
+    """An HTML table; ``head`` is escaped, cells are HTML already."""
+    lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    lines += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
+    return "\n".join([*lines, "</table>"])
+
+
+def inspection_report_html(embeddings, inspection, *, projection_method: ProjectionMethod = "auto",
+                           max_points: int = 2000, seed: int = 0) -> str:
+    """The report page of loaded embeddings and their inspection (``bclviz inspect``) as a string.
+
+    Parameters
+    ----------
+    embeddings : :class:`~bclviz.features.Embeddings`
+    inspection : :class:`~bclviz.inspection.Inspection` of ``embeddings``
+    projection_method : {"auto", "umap", "pca", "raw"}, default "auto"
+        Projection of the three-space figure; ``"pca"`` is fastest.
+    max_points, seed : items drawn for the figure (:func:`bclviz.views.three_spaces_from_embeddings`).
+    """
+    from .proxies import format_headroom
+    from .views import three_spaces_from_embeddings
+
+    r = inspection.results
+    esc = lambda v: html.escape(str(v))  # noqa: E731
+    split = ("leave-one-out: every item a query against all others" if r["gallery"] == r["items"]
+             and r["queries"] == r["items"] else f"{r['queries']:,} queries, {r['gallery']:,} gallery items")
+    sources = " &middot; ".join(f"{esc(k)}: <code>{esc(v)}</code>" for k, v in r["sources"].items())
+    info = f"{r['items']:,} items &middot; {r['classes']:,} classes &middot; d = {r['dim']} &middot; {esc(split)}"
+    crowd = r["crowding"]
+    readouts = _table(["readout", "value"], [
+        ("crowding of the old prototypes (mean largest cosine to another class)", _fmt(crowd["old"])),
+        ("crowding of the new prototypes", _fmt(crowd["new"])),
+        ("headroom: mean max(0, S<sub>o</sub> &minus; S<sub>n</sub>) over old-space neighbours",
+         esc(format_headroom(r["headroom"]))),
+    ])
+    pairs = _table(["class", "nearest old-space neighbour", "cos old", "cos new", "excess max(0, old - new)"], [
+        (esc(p["class_name"]), esc(p["neighbor_name"]), _fmt(p["cos_old"]), _fmt(p["cos_new"]), _fmt(p["excess"]))
+        for p in r["crowded_pairs"]])
+    ret = r["retrieval"]
+    if ret is None:
+        retrieval = '<p class="note">not computed</p>'
+    else:
+        metrics = [ret["metric"], *(key for key in ret["old_old"] if key.startswith("R@"))]
+        rows = [(name, *(_fmt(ret[key][m]) for m in metrics), str(ret[key]["n_queries"]))
+                for name, key in (("M(new, new)", "new_new"), ("M(new, old)", "new_old"), ("M(old, old)", "old_old"))]
+        retrieval = (_table(["pair (queries, gallery)", *metrics, "queries scored"], rows)
+                     + f"\n<p>compatible as they are (M(new, old) &gt; M(old, old) on {esc(ret['metric'])}): "
+                       f"<b>{_fmt(ret['compatible'])}</b> &middot; compatibility gain {_fmt(ret['compatibility_gain'])}"
+                       f" &middot; {esc(ret['protocol'])}</p>")
+    pert = r["perturbation"]
+    setting = ", ".join(f"{k} = {v}" for k, v in pert.items() if k in ("eps", "k", "eps_mode", "gamma"))
+    preview = _table(["proxy", "value"], [
+        ("crowding of the pseudo-old prototypes", _fmt(crowd["pseudo_old"])),
+        ("mean ||delta||", _fmt(pert["delta_mean"])),
+        ("drift (mean angle between pseudo-old and old prototypes, degrees)", f"{pert['drift_deg']:.2f}"),
+        (f"old-embedding recognisability by the old prototypes ({pert['recognisability_items']:,} items)",
+         _fmt(pert["recognisability_old"])),
+        ("old-embedding recognisability by the pseudo-old prototypes", _fmt(pert["recognisability_pseudo_old"])),
+    ])
+    spaces = three_spaces_from_embeddings(embeddings, inspection, projection=projection_method,
+                                          random_state=seed, max_points=max_points)
+    return _page("bclviz inspect report", f"""<h1>bclviz inspect report</h1>
+<p>{info}</p>
+<p class="note">{sources}</p>
+<h2>Where the old space is crowded, and whether the new model separates it</h2>
+{readouts}
+<p class="note">Prototypes are the normalised means of each class's normalised embeddings. Headroom near
+zero: the new model does not separate what the old one crowds, so a perturbation has nothing to relax;
+clearly positive: pairs crowded in the old space sit apart in the new one. See docs/metrics.md.</p>
+<h3>Most crowded old-space pairs</h3>
+{pairs}
+<h2>Retrieval of the two embedding sets as they are</h2>
+{retrieval}
+<p class="note">For a new model trained without a compatibility term (an independent model) M(new, old)
+is near chance: the baseline that backward-compatible training starts from. M(new, new) against M(old, old)
+is what the update is worth once the gallery is re-embedded.</p>
+<h2>Pseudo-old preview: {esc(pert['method'].upper())} ({esc(setting)})</h2>
+{preview}
+{_figure_html("Old, pseudo-old and new spaces", spaces, "three-spaces")}
+""")
+
+
+def write_inspection_report(path: str | os.PathLike, embeddings, inspection, *,
+                            projection_method: ProjectionMethod = "auto", max_points: int = 2000,
+                            seed: int = 0) -> Path:
+    """Write :func:`inspection_report_html` to ``path`` atomically and return the path.
+
+    Offline like :func:`write_report`; raises ``OSError`` naming ``path`` when it cannot
+    be written, and leaves nothing partial behind.
+    """
+    return write_text(path, inspection_report_html(embeddings, inspection, projection_method=projection_method,
+                                                   max_points=max_points, seed=seed))

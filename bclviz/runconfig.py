@@ -26,6 +26,12 @@ keys (``new_train: {epochs: 20}`` above keeps its batch size and learning rate; 
 model's ``options`` are replaced as a whole). Without a scenario, sections left out
 keep the dataclass defaults. Unknown keys are an error. A file names either one
 ``method`` (a run) or a list of ``methods`` (an experiment), never both.
+
+A run config may also say ``log: tensorboard``: ``bclviz train`` then writes TensorBoard
+scalars (:mod:`bclviz.runlog`; ``--log`` overrides it). It is a setting of the run, not
+of the experiment: it changes no number, so it is not part of the
+:class:`~bclviz.config.ExperimentConfig` (nor of checkpoints or sweep keys);
+:func:`load_log_setting` reads it.
 """
 
 from __future__ import annotations
@@ -42,10 +48,12 @@ from .config import (
     ExperimentConfig, MethodConfig, ModelSpec, TrainConfig, config_from_dict, config_to_dict,
     default_output_dir, run_config,
 )
+from .runlog import check_log_target
 
 __all__ = [
     "RunConfig", "default_output_dir", "experiment_to_dict", "experiment_from_dict",
     "run_config_to_dict", "run_config_from_dict", "save_run_config", "load_run_config", "apply_overrides",
+    "load_log_setting",
 ]
 
 _SECTIONS = {"old_model": ModelSpec, "new_model": ModelSpec, "old_train": TrainConfig, "new_train": TrainConfig}
@@ -99,11 +107,13 @@ def experiment_from_dict(values: dict, *, source: str = "config", run: bool = Fa
     if not isinstance(values, dict):
         raise ValueError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
     allowed = ["dataset", "scenario"] + [n for n in _FIELDS if n not in ("dataset", "methods")] + (
-        ["method"] if run else ["method", "methods"])
+        ["method", "log"] if run else ["method", "methods"])
     unknown = sorted(set(values) - set(allowed), key=str)
     if unknown:
         raise ValueError(f"{source}: unknown setting(s) {unknown}; allowed: {allowed}")
     kwargs = dict(values)
+    if "log" in kwargs:  # a run setting, read by load_log_setting
+        check_log_target(kwargs.pop("log"), f"{source}: log")
     try:
         if "method" in kwargs and "methods" in kwargs:
             raise ValueError("give either 'method' (one) or 'methods' (a list), not both")
@@ -216,6 +226,15 @@ def load_run_config(path: str | os.PathLike, *, run: bool = True) -> ExperimentC
     if values is None:
         raise ValueError(f"{path}: the run config is empty")
     return experiment_from_dict(values, source=str(path), run=run)
+
+
+def load_log_setting(path: str | os.PathLike) -> str | None:
+    """The ``log`` key of the run config at ``path`` (``"tensorboard"``), None when absent or ``none``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run config {path} does not exist")
+    values = _safe_load(path.read_text(encoding="utf-8"), str(path))
+    return check_log_target(values.get("log"), f"{path}: log") if isinstance(values, dict) else None
 
 
 def _parse_value(raw: str, item: str):

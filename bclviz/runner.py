@@ -14,6 +14,12 @@ The same run config (an :class:`~bclviz.config.ExperimentConfig` with one method
 or unfinished run they raise :class:`UnfinishedRun`, naming the last finished epoch and
 the command that finishes the run.
 - ``history.json``: the per-epoch training history of both models.
+- ``tensorboard/``: the same history and the evaluation as TensorBoard scalars, when
+  asked (``log="tensorboard"``, ``bclviz train --log tensorboard``; :mod:`bclviz.runlog`).
+
+A frozen old model file (``old_model.name`` ``torchscript`` / ``export``) is loaded, not
+trained: the run has no ``old.pt``, and the file's sha256 stands for it (in the new
+model's checkpoint and in ``extract``'s folder key).
 """
 
 from __future__ import annotations
@@ -22,17 +28,16 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-
 from .cache import cache_dir
 from .checkpoint import load_checkpoint
 from .config import ExperimentConfig, TrainConfig
 from .data import load_dataset
 from .distributed import barrier, dist_info
 from .evaluation import compatibility_gain
-from .io import atomic_write, write_json
+from .io import write_json, write_npy
 from .pipeline import train_new_model, train_old_model
 from .runconfig import run_config_to_dict
+from .runlog import LogTarget, RunLog, open_run_log
 from .scoring import Scorer
 from .train import TrainResult, class_prototypes, embed
 
@@ -66,7 +71,9 @@ def require_finished(run_cfg: ExperimentConfig, *, config_file: str | None = Non
     The message names the last finished epoch and the command that finishes the run.
     """
     command = f"bclviz train --config {config_file or 'run.yaml'}"
-    for path, cfg in zip(checkpoint_paths(run_cfg), (run_cfg.old_train, run_cfg.new_train)):
+    for role, path, cfg in zip(("old", "new"), checkpoint_paths(run_cfg), (run_cfg.old_train, run_cfg.new_train)):
+        if role == "old" and run_cfg.old_model.frozen:
+            continue  # a frozen old model file is never trained: no checkpoint
         if not path.exists():
             raise UnfinishedRun(f"checkpoint {path} does not exist; train the run first with `{command}`")
         done, complete = _finished_epochs(path, cfg)
@@ -77,11 +84,16 @@ def require_finished(run_cfg: ExperimentConfig, *, config_file: str | None = Non
             )
 
 
-def _train_both(run_cfg: ExperimentConfig, data, *, progress: bool) -> tuple[TrainResult, TrainResult]:
-    """Train, resume, or (when both checkpoints are finished) restore the run's two models."""
+def _train_both(run_cfg: ExperimentConfig, data, *, progress: bool,
+                log: RunLog | None = None) -> tuple[TrainResult, TrainResult]:
+    """Train, resume, or (when both checkpoints are finished) restore the run's two models;
+    ``log`` receives the history record of every epoch trained here."""
+    log = RunLog() if log is None else log
     old_ck, new_ck = checkpoint_paths(run_cfg)
-    old = train_old_model(run_cfg, data, progress=progress, checkpoint=old_ck)
-    new = train_new_model(run_cfg, data, old, run_cfg.method, progress=progress, checkpoint=new_ck)
+    old = train_old_model(run_cfg, data, progress=progress, checkpoint=old_ck,
+                          callback=lambda record: log.epoch("old", record))
+    new = train_new_model(run_cfg, data, old, run_cfg.method, progress=progress, checkpoint=new_ck,
+                          callback=lambda record: log.epoch("new", record))
     return old, new
 
 
@@ -95,14 +107,19 @@ def _metrics(run_cfg: ExperimentConfig, data, old: TrainResult, new: TrainResult
     return {"dataset": run_cfg.dataset, "method": run_cfg.method.name, "k": run_cfg.k, "headline": key, **res}
 
 
-def run_training(run_cfg: ExperimentConfig, *, progress: bool = True) -> dict:
+def run_training(run_cfg: ExperimentConfig, *, progress: bool = True, log: LogTarget | None = None) -> dict:
     """Train (or resume) the old and the new model of ``run_cfg``; write metrics and history.
 
+    ``log="tensorboard"`` also writes every epoch's history record and the evaluation as
+    TensorBoard scalars to ``run_dir/tensorboard/`` (:mod:`bclviz.runlog`; needs
+    ``pip install 'bclviz[tensorboard]'``); it changes no number.
     Returns the metrics dict (on every rank; only rank 0 writes files).
     """
-    data = load_dataset(run_cfg.dataset, seed=run_cfg.seed, **run_cfg.data_options)
-    old, new = _train_both(run_cfg, data, progress=progress)
-    metrics = _metrics(run_cfg, data, old, new)
+    with open_run_log(log, run_cfg.run_dir) as run_log:  # first: a missing package stops the run before any work
+        data = load_dataset(run_cfg.dataset, seed=run_cfg.seed, **run_cfg.data_options)
+        old, new = _train_both(run_cfg, data, progress=progress, log=run_log)
+        metrics = _metrics(run_cfg, data, old, new)
+        run_log.evaluation(metrics, new.history[-1]["epoch"] if new.history else 0)
     if dist_info().rank == 0:
         out = run_cfg.run_dir
         write_json(out / "metrics.json", metrics)
@@ -132,30 +149,38 @@ def run_evaluation(run_cfg: ExperimentConfig, *, config_file: str | None = None)
 
 def extract_features(run_cfg: ExperimentConfig, *, cache_root: str | Path | None = None,
                      config_file: str | None = None) -> Path:
-    """Cache old-model features, labels and prototypes of the new training set as ``.npy``.
+    """Cache both models' features, the labels and both prototype sets of the new training set as ``.npy``.
 
-    The folder is keyed by dataset and old-model checkpoint: ``cache_root/<dataset>-<hash>``
+    Writes ``old_features.npy``, ``labels.npy`` and ``old_protos.npy`` (the frozen old
+    model's features of ``data.new_train``, their labels and class prototypes), and
+    ``new_features.npy`` / ``new_protos.npy``: the run's new model's features of the same
+    items, row for row, and their class prototypes (the class means, not the EMA tracked
+    in training). The folder is what ``bclviz inspect --features`` (and
+    :func:`bclviz.features.load`) reads.
+
+    The folder is keyed by dataset and checkpoints: ``cache_root/<dataset>-<hash>``
     (default root: ``features/`` under the cache root, :mod:`bclviz.cache`) where the
-    hash covers the data options, the seed and the old checkpoint's bytes. Files are
-    written atomically and read back with ``np.load(..., mmap_mode="r")`` (no pickle).
-    Raises :class:`UnfinishedRun` (never trains) when the run is missing or unfinished.
+    hash covers the data options, the seed and the bytes of both checkpoints, so runs
+    with another new model never share a folder. Files are written atomically and read
+    back with ``np.load(..., mmap_mode="r")`` (no pickle). Raises :class:`UnfinishedRun`
+    (never trains) when the run is missing or unfinished.
     """
     require_finished(run_cfg, config_file=config_file)
-    old_ck, _ = checkpoint_paths(run_cfg)
+    old_ck, new_ck = checkpoint_paths(run_cfg)
     data = load_dataset(run_cfg.dataset, seed=run_cfg.seed, **run_cfg.data_options)
-    old = train_old_model(run_cfg, data, progress=False, checkpoint=old_ck)
+    old, new = _train_both(run_cfg, data, progress=False)
     h = hashlib.sha256(json.dumps([run_cfg.data_options, run_cfg.seed], sort_keys=True).encode())
-    h.update(old_ck.read_bytes())
+    # a frozen old model file has no checkpoint: its sha256 stands for it
+    h.update(old.model.sha256.encode() if run_cfg.old_model.frozen else old_ck.read_bytes())
+    h.update(new_ck.read_bytes())
     root = cache_dir("features") if cache_root is None else Path(cache_root)
     folder = root / f"{run_cfg.dataset}-{h.hexdigest()[:12]}"
-    feats = embed(old.model, data.new_train.x)
     labels = data.new_train.y
-    protos = class_prototypes(feats, labels, data.num_classes)
-    for name, arr in (("old_features", feats), ("labels", labels), ("old_protos", protos)):
-        atomic_write(folder / f"{name}.npy", lambda tmp, a=arr: _save_npy(tmp, a.numpy()))
+    arrays = {"labels": labels}
+    for side, result in (("old", old), ("new", new)):
+        feats = embed(result.model, data.new_train.x)
+        arrays[f"{side}_features"] = feats
+        arrays[f"{side}_protos"] = class_prototypes(feats, labels, data.num_classes)
+    for name, arr in arrays.items():
+        write_npy(folder / f"{name}.npy", arr.numpy())
     return folder
-
-
-def _save_npy(path: str, arr: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)

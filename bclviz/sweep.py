@@ -1,10 +1,14 @@
-"""Sweeps over method settings, with an on-disk cache that makes them resumable.
+"""Sweeps over method settings, recorded as Optuna studies (:mod:`bclviz.study`).
 
 :func:`sweep_grid` lists the settings (NDPP/ODPP over eps, k, gamma, next to the
-baselines), :func:`run_sweep` trains and evaluates one new model per setting and writes
-each record to its own JSON file in ``cache_dir`` the moment it is done (atomically, so
-an interrupted sweep leaves only whole files). A rerun reads the finished settings back
-and trains only the rest. :func:`export_config` writes a chosen setting as a run config.
+baselines); :func:`run_sweep` trains and evaluates one new model per (setting, seed) and
+records each as a trial of a study the moment it is done. The study lives in a journal
+file in ``cache_dir`` (:func:`journal_path`), so a rerun reads the finished trials back
+and trains only the rest, a sweep killed at any point resumes with nothing lost or
+repeated, and several processes can add trials to it. :func:`sweep_study` opens that
+study for Optuna's own plots; :func:`export_config` writes a chosen setting as a run
+config. Records that earlier versions cached in ``cache_dir`` (one ``<cache_key>.json``
+per setting and seed) are adopted into the study as finished trials, not retrained.
 """
 
 from __future__ import annotations
@@ -13,8 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .config import ExperimentConfig, MethodConfig
@@ -22,16 +25,15 @@ from .experiment import retrieval_scores
 from .methods import method_class, perturbing_methods
 from .scoring import Scorer
 from .stats import summarise_seeds
-from .trials import Trial, run_trials
 
 __all__ = [
-    "BASELINES", "sweep_grid", "setting_label", "retrieval_scores", "old_baseline", "combine_seeds",
-    "cache_key", "load_cached_record", "make_record", "run_sweep", "export_config",
+    "BASELINES", "sweep_grid", "setting_label", "setting_id", "retrieval_scores", "old_baseline", "combine_seeds",
+    "cache_key", "fingerprint", "study_prefix", "make_record", "grid_jobs", "grid_kind", "journal_path", "run_sweep",
+    "sweep_study", "export_config",
 ]
 
 #: baseline methods a sweep runs next to NDPP/ODPP by default (method.md section 5)
 BASELINES = ("proto", "bct", "l2", "lce", "hot_refresh", "independent")
-_RECORD_KEYS = ("label", "method", "settings", "self", "cross", "compatible", "seconds")  # one seed's record
 _CACHE_VERSION = 1
 #: MethodConfig fields added after cache version 1, left out of the key at their
 #: default so that records cached before they existed stay valid.
@@ -101,6 +103,27 @@ def setting_label(method: MethodConfig) -> str:
     return " ".join(parts)
 
 
+def _exact(value) -> str:
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
+def setting_id(method: MethodConfig) -> str:
+    """A label that names exactly one setting: the method, its knobs (exact values) and
+    every other field that differs from the method's defaults, e.g.
+    ``"ndpp eps=0.2 eps_mode=relative"``. It names the setting in a grid study."""
+    knobs = method_class(method.name).knobs
+    parts = [method.name] + [f"{k}={_exact(getattr(method, k))}" for k in knobs if getattr(method, k) is not None]
+    default = MethodConfig(name=method.name)
+    for f in dataclasses.fields(MethodConfig):
+        value = getattr(method, f.name)
+        if f.name != "name" and f.name not in knobs and value != getattr(default, f.name):
+            parts.append(f"{f.name}={_exact(value)}")
+    return " ".join(parts)
+
+
 def old_baseline(data, old, *, k: int, scorer: Scorer | None = None) -> float:
     """``M(old, old)`` on the dataset's headline metric (the BCT criterion's bar)."""
     scorer = Scorer(data, k=k) if scorer is None else scorer
@@ -117,53 +140,46 @@ def _jsonable(obj):
     raise TypeError(f"cannot describe {type(obj).__name__} in a sweep cache key")
 
 
-def cache_key(data, cfg: ExperimentConfig, method: MethodConfig, replicate: int = 0) -> str:
-    """sha256 of the dataset, the experiment (without ``methods``, ``seeds``,
-    ``reference`` and ``output_dir``), the method settings and the seed replicate.
-
-    The old model is assumed to be the one ``cfg`` trains on ``data`` (same seed, same
-    settings); a cache filled with another old model must live in another folder.
-    """
-    experiment = dataclasses.asdict(cfg)
-    for name in ("methods", "seeds", "reference", "output_dir"):
-        experiment.pop(name)
-    # TrainConfig fields that cannot change a result (added after cache version 1):
-    # left out of the key at any value, so records cached before they existed stay valid
-    # and, e.g., another DataLoader worker count reuses them.
-    for section in ("old_train", "new_train"):
-        for name in ("workers",):
-            experiment[section].pop(name, None)
-    method_fields = dataclasses.asdict(method)
-    for name, default in _ADDED_METHOD_FIELDS.items():
-        if method_fields[name] == default:
-            del method_fields[name]
-    payload = {
-        "replicate": replicate,
-        "version": _CACHE_VERSION,
-        "dataset": data.name,
-        "data_info": data.info,
-        "experiment": experiment,
-        "method": method_fields,
-    }
+def _sha(payload) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_jsonable)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def load_cached_record(path: str | os.PathLike) -> dict | None:
-    """The record stored at ``path``; ``None`` when missing, or (with a warning) unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        warnings.warn(f"sweep cache file {path} is unreadable ({err}); recomputing it", stacklevel=2)
-        return None
-    missing = [key for key in _RECORD_KEYS if not isinstance(record, dict) or key not in record]
-    if missing:
-        warnings.warn(f"sweep cache file {path} lacks {missing}; recomputing it", stacklevel=2)
-        return None
-    return record
+def _experiment_payload(data, cfg: ExperimentConfig) -> dict:
+    """The dataset and the experiment without ``methods``, ``seeds``, ``reference``,
+    ``output_dir`` and the DataLoader worker counts (none changes a trial's numbers)."""
+    experiment = dataclasses.asdict(cfg)
+    for name in ("methods", "seeds", "reference", "output_dir"):
+        experiment.pop(name)
+    for section in ("old_train", "new_train"):
+        experiment[section].pop("workers", None)
+    return {"version": _CACHE_VERSION, "dataset": data.name, "data_info": data.info, "experiment": experiment}
+
+
+def fingerprint(data, cfg: ExperimentConfig) -> str:
+    """sha256 of the dataset and the experiment (as in :func:`cache_key`, without the
+    method and the replicate): studies of other data or another experiment never mix."""
+    return _sha(_experiment_payload(data, cfg))
+
+
+def study_prefix(data, cfg: ExperimentConfig) -> str:
+    """``<dataset>-<fingerprint[:16]>``: the start of every study name of ``data`` under ``cfg``."""
+    return f"{data.name}-{fingerprint(data, cfg)[:16]}"
+
+
+def cache_key(data, cfg: ExperimentConfig, method: MethodConfig, replicate: int = 0) -> str:
+    """sha256 of the dataset, the experiment (without ``methods``, ``seeds``,
+    ``reference`` and ``output_dir``), the method settings and the seed replicate: the
+    identity of a trial in a study (system attribute ``bclviz:key``).
+
+    The old model is assumed to be the one ``cfg`` trains on ``data`` (same seed, same
+    settings); a study records ``M(old, old)`` and refuses another old model.
+    """
+    method_fields = dataclasses.asdict(method)
+    for name, default in _ADDED_METHOD_FIELDS.items():
+        if method_fields[name] == default:
+            del method_fields[name]
+    return _sha({**_experiment_payload(data, cfg), "replicate": replicate, "method": method_fields})
 
 
 def make_record(method: MethodConfig, raw: dict, *, m_oo: float, k: int, key: str | None = None) -> dict:
@@ -198,6 +214,66 @@ def combine_seeds(per_seed: Sequence[dict], *, m_oo: float, k: int, key: str | N
     return record
 
 
+# ----------------------------------------------------------------------------- studies
+def grid_jobs(data, cfg: ExperimentConfig, grid: Sequence[MethodConfig]) -> list:
+    """The trials of a grid: every setting x seed replicate (setting-major), each with
+    the params that name it in a grid study: ``setting`` (:func:`setting_id`, a
+    categorical over the grid), ``replicate``, ``method`` and the method's knobs."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from .study import Job
+
+    for i, method in enumerate(grid):
+        if not isinstance(method, MethodConfig):
+            raise TypeError(f"grid[{i}] must be a MethodConfig, got {type(method).__name__}")
+    ids = {}
+    for method in grid:
+        other = ids.setdefault(setting_id(method), method)
+        if other != method:  # pragma: no cover - setting_id names every field that differs
+            raise ValueError(f"settings {other} and {method} share the name {setting_id(method)!r}")
+    knob_values: dict[str, list] = {}
+    for method in grid:
+        for knob in method_class(method.name).knobs:
+            if getattr(method, knob) is not None:
+                knob_values.setdefault(knob, []).append(getattr(method, knob))
+    dists = {"setting": CategoricalDistribution(tuple(ids)),
+             "replicate": IntDistribution(0, cfg.seeds - 1),
+             "method": CategoricalDistribution(tuple(dict.fromkeys(m.name for m in grid)))}
+    for knob, values in knob_values.items():
+        kind = IntDistribution if all(isinstance(v, int) for v in values) else FloatDistribution
+        dists[knob] = kind(min(values), max(values))
+    jobs = []
+    for method in grid:
+        knobs = {k: getattr(method, k) for k in method_class(method.name).knobs if getattr(method, k) is not None}
+        for r in range(cfg.seeds):
+            params = {"setting": setting_id(method), "replicate": r, "method": method.name, **knobs}
+            jobs.append(Job(method, r, cache_key(data, cfg, method, r), params, {n: dists[n] for n in params}))
+    return jobs
+
+
+def grid_kind(jobs: Sequence) -> str:
+    """``"grid-<hash>"``: a grid study's name after the prefix (its categorical choices)."""
+    first = jobs[0].distributions
+    return "grid-" + _sha([list(first["setting"].choices), list(first["method"].choices)])[:10]
+
+
+def journal_path(folder: str | os.PathLike, data, cfg: ExperimentConfig) -> Path:
+    """``folder/<dataset>-<fingerprint>.journal``: the journal file of the studies of
+    ``data`` under ``cfg`` in ``folder``."""
+    return Path(folder) / f"{study_prefix(data, cfg)}.journal"
+
+
+def _records(grid, jobs, done: dict, *, seeds: int, m_oo: float, k: int, key: str,
+             partial: bool = False) -> list[dict]:
+    """Records over seeds in grid order (``partial``: settings with at least one finished seed)."""
+    out = []
+    for s in range(len(grid)):
+        per_seed = [done[job.key] for job in jobs[s * seeds:(s + 1) * seeds] if job.key in done]
+        if per_seed and (partial or len(per_seed) == seeds):
+            out.append(combine_seeds(per_seed, m_oo=m_oo, k=k, key=key))
+    return out
+
+
 def run_sweep(
     data,
     old,
@@ -207,22 +283,30 @@ def run_sweep(
     cache_dir: str | os.PathLike | None,
     progress: bool = True,
     workers: int | None = None,
+    callback: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
-    """Train and evaluate one new model per setting of ``grid``; return one record each.
+    """Train and evaluate one new model per setting of ``grid`` and seed; return one record per setting.
 
     Parameters
     ----------
     data, old : the dataset (:class:`~bclviz.data.BCLData`) and the trained old model.
-    cfg : the experiment (models, training, seed, ``k`` of mAP@k); its ``methods`` are ignored.
+    cfg : the experiment (models, training, seed, ``k`` of mAP@k, ``seeds``); its ``methods`` are ignored.
     grid : the settings, e.g. from :func:`sweep_grid`.
-    cache_dir : folder of the per-setting JSON files (``<cache_key>.json``), e.g.
-        ``bclviz.cache.cache_dir("sweeps", "mine")``; ``None`` caches nothing. Finished settings found there are read, not retrained;
-        unreadable files are recomputed and overwritten with a warning.
+    cache_dir : folder of the study's journal file (:func:`journal_path`), e.g.
+        ``bclviz.cache.cache_dir("sweeps", "mine")``; ``None`` keeps the study in memory.
+        Every (setting, seed) is a trial of the grid's study (:mod:`bclviz.study`):
+        finished trials are read back, not retrained, trials finished by another grid
+        over the same experiment in that folder are copied, and per-trial JSON files
+        of earlier versions there are adopted.
     progress : show a progress bar over the trials (and, in one process, the training epochs).
     workers : processes that train the (setting, seed) trials
         (:func:`bclviz.trials.run_trials`; ``None``: ``$BCLVIZ_WORKERS`` or one per
-        core); each record is cached as soon as its trial finishes, and the worker count
+        core); each trial is stored as soon as it finishes, and the worker count
         never changes a number.
+    callback : called with the records so far (settings with at least one finished
+        seed, means over those): first with what the study holds already (when it holds
+        anything), then after every finished trial, and with the final records, e.g. a
+        :class:`bclviz.widgets.ParetoMonitor`'s ``update``.
 
     Returns
     -------
@@ -231,42 +315,59 @@ def run_sweep(
     ``cfg.seeds`` seed replicates), ``self_ci``/``cross_ci`` (95% Student-t half-widths),
     ``per_seed``, ``compatible`` (``M(new, old) > M(old, old)`` on the mean of the
     dataset's headline metric, :class:`~bclviz.scoring.Scorer`, strict) and ``seconds``
-    (training time). Each (setting, seed) is cached on its own,
-    so an interrupted sweep resumes at the seed where it stopped.
+    (training time). Each (setting, seed) is stored on its own, so an interrupted sweep
+    resumes at the seed where it stopped.
     """
-    from .io import write_json
+    from .scheduler import run_jobs
+    from .study import SweepStudy
 
-    for i, method in enumerate(grid):
-        if not isinstance(method, MethodConfig):
-            raise TypeError(f"grid[{i}] must be a MethodConfig, got {type(method).__name__}")
-    folder = None if cache_dir is None else Path(cache_dir)
-    if folder is not None:
+    jobs = grid_jobs(data, cfg, grid)
+    storage = None
+    if cache_dir is not None:
+        folder = Path(cache_dir)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise OSError(f"cannot write the sweep cache {folder}: {err.strerror or err}") from err
+            raise OSError(err.errno, f"cannot write the sweep cache {folder}: {err.strerror or err}") from err
+        storage = journal_path(folder, data, cfg)
     scorer = Scorer(data, k=cfg.k)
-    paths, per_seed, todo = {}, {}, []
-    for s, method in enumerate(grid):
-        for replicate in range(cfg.seeds):
-            path = None if folder is None else folder / f"{cache_key(data, cfg, method, replicate)}.json"
-            record = None if path is None else load_cached_record(path)
-            if record is None:
-                paths[len(todo)] = path
-                todo.append((s, replicate, Trial(method, replicate)))
-            else:
-                per_seed[s, replicate] = record
     m_oo = old_baseline(data, old, k=cfg.k, scorer=scorer)
-    trials = [trial for _, _, trial in todo]
-    for i, _, raw in run_trials(cfg, data, old, trials, scorer=scorer, workers=workers, progress=progress,
-                                desc="sweep"):
-        s, replicate, trial = todo[i]
-        record = make_record(trial.method, raw, m_oo=m_oo, k=cfg.k, key=scorer.key)
-        if paths[i] is not None:
-            write_json(paths[i], record)
-        per_seed[s, replicate] = record
-    return [combine_seeds([per_seed[s, r] for r in range(cfg.seeds)], m_oo=m_oo, k=cfg.k, key=scorer.key)
-            for s in range(len(grid))]
+    if not jobs:
+        return []
+    session = SweepStudy(storage, data=data, cfg=cfg, kind=grid_kind(jobs), m_oo=m_oo, metric=scorer.key)
+    options = dict(seeds=cfg.seeds, m_oo=m_oo, k=cfg.k, key=scorer.key)
+    shown: list = []
+
+    def show(records: list[dict]) -> None:  # the callback sees each new state once
+        if callback is not None and records != shown:
+            shown[:] = records
+            callback(records)
+
+    if cache_dir is not None:
+        session.adopt_json(jobs, cache_dir)  # records cached as JSON files by earlier versions
+    session.ensure(jobs)  # copies what other studies of the experiment finished
+    show(_records(grid, jobs, session.records(), partial=True, **options))  # what a resumed study has
+    done = run_jobs(session, jobs, cfg=cfg, data=data, old=old, scorer=scorer, workers=workers, progress=progress,
+                    on_record=lambda _job, _record: show(_records(grid, jobs, session.records(), partial=True,
+                                                                  **options)))
+    records = _records(grid, jobs, done, **options)
+    show(records)
+    return records
+
+
+def sweep_study(data, cfg: ExperimentConfig, grid: Sequence[MethodConfig], *, cache_dir: str | os.PathLike):
+    """The ``optuna.Study`` that :func:`run_sweep` recorded ``grid`` in (e.g. for
+    ``optuna.visualization.plot_pareto_front``); ``KeyError`` naming the study if none."""
+    import optuna
+
+    from .storage import open_storage
+
+    name = f"{study_prefix(data, cfg)}-{grid_kind(grid_jobs(data, cfg, grid))}"
+    storage = open_storage(journal_path(cache_dir, data, cfg))
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise KeyError(f"no study {name!r} in {journal_path(cache_dir, data, cfg)}; run the sweep first") from None
 
 
 def export_config(path: str | os.PathLike, cfg: ExperimentConfig, method: MethodConfig) -> Path:

@@ -15,6 +15,7 @@ perturbations are computed identically on every rank, and only rank 0 writes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from ._validate import as_features, as_labels, check_positive_int
 from .config import MethodConfig, TrainConfig
 from .data.base import Labeled
 from .distributed import all_reduce_sum, dist_info
+from .external import FrozenEmbedder
 from .heads import MarginHead
 from .loop import _Loop, _LossSums, _step_autocast, resolve_device
 from .methods import CompatContext, create_method
@@ -42,11 +44,13 @@ class TrainResult:
     """A trained model, its classifier head, per-epoch history and final state tensors.
 
     ``state`` of a new model holds ``old_protos``, ``new_protos``, ``delta`` and
-    ``pseudo_old`` (each (C, d)); an old model's ``state`` is empty.
+    ``pseudo_old`` (each (C, d)); an old model's ``state`` is empty. A frozen old model
+    loaded from a file (:class:`~bclviz.external.FrozenEmbedder`) has no ``head`` (None)
+    and no history.
     """
 
     model: nn.Module
-    head: MarginHead
+    head: MarginHead | None
     history: list[dict] = field(default_factory=list)
     state: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -60,7 +64,7 @@ def embed(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     try:
         out = [F.normalize(model(x[s : s + batch_size].to(device)), dim=1).cpu() for s in range(0, x.shape[0], batch_size)]
     finally:
@@ -110,13 +114,17 @@ def train_old(
     cfg: TrainConfig = TrainConfig(),
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    callback: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (an embedder with ``.dim``) with a margin classifier on ``data``.
 
     ``checkpoint``: a path written after every epoch and resumed from when it exists
     (refused with :class:`~bclviz.checkpoint.CheckpointMismatch` if it was written for
-    another configuration).
+    another configuration). ``callback`` is called with each epoch's history record
+    (``loss``, ``steps``, ``seconds``).
     """
+    if isinstance(model, FrozenEmbedder):
+        raise ValueError(f"the old model {model.path} is a frozen model file: it is used as it is, never trained")
     _check_training_data(data, num_classes)
     loop = _Loop(model, num_classes, cfg, data, "old model", progress, checkpoint, {"role": "old"})
     start = loop.resume({})
@@ -134,6 +142,8 @@ def train_old(
         loop.history.append(dict(epoch=epoch, steps=len(batches), **loop.mean_over_ranks(losses.sums(), n),
                                  seconds=time.perf_counter() - t0))
         loop.save(epoch, {})
+        if callback is not None:
+            callback(loop.history[-1])
     loop.net.eval()
     return TrainResult(loop.net.model, loop.head, loop.history)
 
@@ -258,7 +268,8 @@ def train_new(
     model : the new embedder (``.dim`` must equal the old model's).
     data : new training set; labels in ``[0, num_classes)``, old classes first.
     old : the trained old model and head (from :func:`train_old`); its head's rows are
-        the old classes.
+        the old classes. A frozen old model file (no head) makes BCT's old classifier the
+        old prototypes of every class, and its fingerprint is recorded in ``checkpoint``.
     method : a :class:`MethodConfig` or a method name with default settings.
     callback : called with each epoch's history record (e.g. to update a widget).
     checkpoint : path written after every epoch and resumed from when it exists.
@@ -284,16 +295,20 @@ def train_new(
     compat = create_method(mcfg)
     if compat.perturbs and mcfg.k is not None and mcfg.k >= num_classes:
         raise ValueError(f"MethodConfig.k must be smaller than the number of classes ({num_classes}), got k={mcfg.k}")
-    loop = _Loop(model, num_classes, cfg, data, f"new model ({mcfg.name})", progress, checkpoint,
-                 {"role": "new", "method": dataclasses.asdict(mcfg)})
+    meta = {"role": "new", "method": dataclasses.asdict(mcfg)}
+    if isinstance(old.model, FrozenEmbedder):  # resuming against another old model file is refused
+        meta["old_model"] = old.model.fingerprint
+    loop = _Loop(model, num_classes, cfg, data, f"new model ({mcfg.name})", progress, checkpoint, meta)
     dev = loop.device
     f_old_all = embed(old.model, data.x)  # the frozen old model embeds the training set once
     p_old = class_prototypes(f_old_all, data.y, num_classes).to(dev)
     f_old_all = f_old_all.to(dev)
     prepared = compat.prepare(f_old_all, data.y.to(dev), p_old)
     f_old_all = f_old_all if compat.needs_old_features else None
-    n_old_cls = old.head.weight.shape[0]
-    if old_classes is None:
+    if old.head is None:  # a frozen old model file has no classifier: its prototypes stand in for every class
+        old_weights = p_old
+    elif old_classes is None:
+        n_old_cls = old.head.weight.shape[0]
         old_weights = torch.cat([old.head.weight.detach().to(dev), p_old[n_old_cls:]])[:num_classes]
     else:
         old_weights = _old_classifier(old.head.weight.detach().to(dev), p_old, old_classes.to(dev))

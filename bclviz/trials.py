@@ -4,8 +4,11 @@ A *trial* is one new model: a :class:`~bclviz.config.MethodConfig` and a seed re
 trained with :func:`bclviz.pipeline.train_and_score`. Experiments (every method x its
 seeds) and sweeps (every setting x its seeds) are lists of trials; :func:`run_trials`
 runs them in this process or in ``workers`` worker processes, each with its own share
-of the CPU threads, and yields each result as it finishes (so a sweep can cache it at
-once).
+of the CPU threads, and yields each result as it finishes (so a sweep can record it at
+once). Instead of a list, a *feed* (a function returning the next trial, or None when
+there is none right now) hands out trials one at a time as workers become free: a study
+(:mod:`bclviz.study`) claims a trial only when a worker can start it, so several
+processes can share one study.
 
 The worker count never changes a number: every trial is seeded by its replicate
 (:func:`bclviz.pipeline.new_model_seed`) and trains on its own generators, so a trial
@@ -26,7 +29,7 @@ import pickle
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Listener, wait
 from pathlib import Path
@@ -36,7 +39,7 @@ import torch
 from .config import ExperimentConfig, MethodConfig
 from .data.base import BCLData
 from .loader import available_cores
-from .methods import method_class
+from .methods import list_methods, method_class
 from .pipeline import train_and_score
 from .scoring import Scorer
 from .train import TrainResult
@@ -121,12 +124,13 @@ def run_trials(
     cfg: ExperimentConfig,
     data: BCLData,
     old: TrainResult,
-    trials: Sequence[Trial],
+    trials: Sequence[Trial] | Callable[[], Trial | None],
     *,
     scorer: Scorer | None = None,
     workers: int | None = None,
     progress: bool = True,
     desc: str = "trials",
+    total: int | None = None,
 ) -> Iterator[tuple[int, TrainResult | None, dict]]:
     """Train and score every trial; yield ``(index, TrainResult or None, record)`` as each finishes.
 
@@ -135,7 +139,17 @@ def run_trials(
     processes (:mod:`bclviz.trial_worker`) given ``threads // workers`` CPU threads each,
     and results arrive in the order they finish. ``scorer`` (this process's, with its
     cached old-model embeddings) serves the trials run here.
+
+    ``trials`` is a sequence, or a *feed*: a function called whenever a worker is free
+    (after the caller has handled the previous result) that returns the next
+    :class:`Trial`, or None when there is none right now. Running ends when the feed
+    returns None while no trial is in flight; ``index`` then counts the trials in the
+    order the feed handed them out, and ``total`` (if known) sizes the progress bar.
     """
+    if callable(trials) and not isinstance(trials, Sequence):
+        scorer = Scorer(data, k=cfg.k) if scorer is None else scorer
+        yield from _run_feed(cfg, data, old, trials, scorer, workers, progress, desc, total)
+        return
     trials = list(trials)
     for i, trial in enumerate(trials):
         if not isinstance(trial, Trial):
@@ -150,7 +164,42 @@ def run_trials(
         new, record = train_trial(cfg, data, old, scorer, trials[i], progress=progress)
         yield i, new, record
     if remote:
-        yield from _run_workers(cfg, data, old, [(i, trials[i]) for i in remote], workers, progress, desc)
+        jobs = [(i, trials[i]) for i in remote]
+        modules = sorted({method_class(trial.method.name).__module__ for _, trial in jobs})
+        queue = iter(jobs[workers:])
+        yield from _run_workers(cfg, data, old, scorer, lambda: next(queue, None), jobs[:workers], modules,
+                                progress, desc, len(jobs), names=dict(jobs))
+
+
+def _run_feed(cfg, data, old, feed, scorer, workers, progress, desc, total):
+    """:func:`run_trials` with a feed: draw trials one at a time, as workers free up."""
+    workers = resolve_trial_workers(workers, total, cfg=cfg)
+    drawn: list[Trial] = []
+
+    def take():
+        trial = feed()
+        if trial is None:
+            return None
+        if not isinstance(trial, Trial):
+            raise TypeError(f"the trial feed must return a Trial or None, got {type(trial).__name__}")
+        drawn.append(trial)
+        return len(drawn) - 1, trial
+
+    if workers <= 1:
+        while (job := take()) is not None:
+            yield (job[0], *train_trial(cfg, data, old, scorer, job[1], progress=progress))
+        return
+    first = []  # the first trials, one per worker to start (a feed may have fewer)
+    while len(first) < workers and (job := take()) is not None:
+        if _portable(job[1].method):
+            first.append(job)
+        else:
+            yield (job[0], *train_trial(cfg, data, old, scorer, job[1], progress=progress))
+    if not first:
+        return
+    modules = sorted({method_class(name).__module__ for name in list_methods()
+                      if _portable(MethodConfig(name=name))})
+    yield from _run_workers(cfg, data, old, scorer, take, first, modules, progress, desc, total, names=drawn)
 
 
 def _send(conn, obj) -> None:
@@ -174,15 +223,18 @@ def _start_worker(address, authkey: bytes, threads: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bclviz.trial_worker", str(address)], env=env)
 
 
-def _run_workers(cfg, data, old, jobs, workers, progress, desc):
+def _run_workers(cfg, data, old, scorer, take, first, modules, progress, desc, total, *, names):
+    """Start one worker per job of ``first`` and send it that job; then give each free
+    worker the next job of ``take()`` (``(index, Trial)`` or None) until none is left and
+    none is in flight. A trial a fresh process cannot import runs here."""
     from tqdm.auto import tqdm
 
+    workers = len(first)
     threads = max(1, torch.get_num_threads() // workers)
     authkey = secrets.token_bytes(16)
-    modules = sorted({method_class(trial.method.name).__module__ for _, trial in jobs})
     setup = (for_workers(cfg), data, old, threads, modules)
     procs, conns, busy = [], [], {}
-    bar = tqdm(total=len(jobs), desc=f"{desc} ({workers} workers)", disable=not progress)
+    bar = tqdm(total=total, desc=f"{desc} ({workers} workers)", disable=not progress)
     try:
         with Listener(authkey=authkey) as listener:
             for _ in range(workers):
@@ -192,29 +244,34 @@ def _run_workers(cfg, data, old, jobs, workers, progress, desc):
         owner = dict(zip(conns, procs))
         for conn in conns:
             _send(conn, ("setup", setup))
-        queue = list(jobs)
-        for conn in conns:
-            if queue:
-                busy[conn] = queue.pop(0)
-                _send(conn, ("trial", busy[conn][1]))
+        for conn, job in zip(conns, first):
+            busy[conn] = job
+            _send(conn, ("trial", job[1]))
+        idle: list = []
         while busy:
             for conn in wait(list(busy)):
                 i, _ = busy.pop(conn)
                 status, payload = _receive(conn, owner[conn])
                 if status == "error":
-                    raise RuntimeError(f"trial {i} ({_setting_text(jobs, i)}) failed in a worker:\n{payload}")
-                if queue:
-                    busy[conn] = queue.pop(0)
-                    _send(conn, ("trial", busy[conn][1]))
+                    raise RuntimeError(f"trial {i} ({_setting_text(names, i)}) failed in a worker:\n{payload}")
+                idle.append(conn)
                 bar.update(1)
                 yield (i, *payload)
+            while idle and (job := take()) is not None:
+                if not _portable(job[1].method):
+                    yield (job[0], *train_trial(cfg, data, old, scorer, job[1], progress=False))
+                    bar.update(1)
+                    continue
+                conn = idle.pop()
+                busy[conn] = job
+                _send(conn, ("trial", job[1]))
     finally:
         bar.close()
         _stop(procs, conns, busy)
 
 
-def _setting_text(jobs, i: int) -> str:
-    trial = dict(jobs)[i]
+def _setting_text(names, i: int) -> str:
+    trial = names[i]
     return f"method {trial.method.name!r}, replicate {trial.replicate}"
 
 

@@ -46,6 +46,8 @@ from bclviz.data.gldv2 import load_gldv2_retrieval, load_gldv2_train
 from bclviz.data.glyphs import make_glyphs
 from bclviz.data.inshop import load_inshop
 from bclviz.experiment import build_new_model
+from bclviz.features import load as load_embeddings
+from bclviz.inspection import inspect_embeddings
 from bclviz.runconfig import RunConfig, apply_overrides, load_run_config, save_run_config
 from bclviz.train import class_prototypes, train_new, train_old
 
@@ -141,6 +143,107 @@ def _inshop_root(env: Env, partition: str | None):
     if partition is not None:
         (root / "list_eval_partition.txt").write_text(partition, encoding="utf-8")
     return root
+
+
+# ---------------------------------------------------------------------------- embeddings files
+E_OLD = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+E_NEW = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+E_Y = np.array([0, 1, 2, 0, 1, 2])
+
+
+def _npy(tmp: Path, name: str, arr, *, allow_pickle: bool = False) -> Path:
+    path = tmp / name
+    np.save(path, arr, allow_pickle=allow_pickle)
+    return path
+
+
+def _emb(env: Env, old=E_OLD, new=E_NEW, labels=E_Y, **kw):
+    """load_embeddings on .npy files old.npy / new.npy / labels.npy written from the arrays given."""
+    t = env.tmp
+    return load_embeddings(_npy(t, "old.npy", old), _npy(t, "new.npy", new), _npy(t, "labels.npy", labels), **kw)
+
+
+def _emb_with_file(env: Env, name: str, content: bytes | None = None, writer=None):
+    """load_embeddings with ``name`` (written raw, or by ``writer(path)``) as the old embeddings."""
+    path = env.tmp / name
+    if writer is not None:
+        writer(path)
+    else:
+        path.write_bytes(content)
+    return load_embeddings(path, _npy(env.tmp, "new.npy", E_NEW), _npy(env.tmp, "labels.npy", E_Y))
+
+
+def _npz(tmp: Path, **arrays) -> Path:
+    np.savez(tmp / "emb.npz", **arrays)
+    return tmp / "emb.npz"
+
+
+def _truncated_npy(path: Path) -> None:
+    np.save(path, np.ones((100, 8), dtype=np.float32))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def _features_folder(env: Env, *names: str) -> Path:
+    folder = env.tmp / "features"
+    folder.mkdir()
+    arrays = {"old_features.npy": E_OLD, "new_features.npy": E_NEW, "labels.npy": E_Y}
+    for name in names:
+        np.save(folder / name, arrays[name])
+    return folder
+
+
+def _with_value(x: np.ndarray, row: int, value: float) -> np.ndarray:
+    x = x.copy()
+    x[row] = value
+    return x
+
+
+# ------------------------------------------------------------------ your own models (bclviz.external, bclviz.runlog)
+def _scripted(env: Env, in_dim: int = 8, dim: int = 4) -> Path:
+    """A traced TorchScript module (n, in_dim) -> (n, dim), saved in tmp."""
+    import warnings
+
+    path = env.tmp / "old_ts.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+        torch.jit.save(torch.jit.trace(torch.nn.Linear(in_dim, dim).eval(), torch.zeros(2, in_dim)), str(path))
+    return path
+
+
+def _frozen(path: Path, kind: str = "torchscript", *, dim: int = 8):
+    from bclviz.external import load_frozen_model
+
+    return load_frozen_model(kind, path, dim=dim, input_shape=(8,))
+
+
+def _saved(env: Env, obj, name: str = "weights.pth") -> Path:
+    torch.save(obj, env.tmp / name)
+    return env.tmp / name
+
+
+def _squeezenet(input_shape=(3, 32, 32), **options):
+    from bclviz.models import create_model
+
+    return create_model("torchvision:squeezenet1_1", input_shape=input_shape, dim=8, **options)
+
+
+def _hub_weights_missing(env: Env):
+    env.monkeypatch.setattr(torch.hub, "_hub_dir", str(env.tmp / "hub"))
+    return _squeezenet(weights="IMAGENET1K_V1")
+
+
+def _tensorboard_missing(env: Env):
+    import sys
+
+    from bclviz.runlog import open_run_log
+
+    env.monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what a missing package looks like
+    return open_run_log("tensorboard", env.tmp / "run")
+
+
+def _frozen_spec(name: str = "torchscript", **options) -> ModelSpec:
+    return ModelSpec(name, 16, options or {"path": "old.pt"})
 
 
 PARTITION_HEADER = "image_name item_id evaluation_status\n"
@@ -290,6 +393,60 @@ CASES = [
     pytest.param(lambda e: load_dataset("imagefolder", root=e.tmp / "nope"), FileNotFoundError, r"imagefolder root .*nope does not exist", id="imagefolder-root-missing"),
     pytest.param(lambda e: load_dataset("cifar100", root=e.tmp), FileNotFoundError, r"holds no cifar-100-python/ folder", id="cifar100-missing"),
     pytest.param(lambda e: make_glyphs(font_dir=e.tmp, cache_dir=None), FileNotFoundError, r"no TrueType fonts \(\*.ttf\) found in", id="glyphs-no-fonts"),
+    # ------------------------------------------------------------------ your own embeddings (bclviz.features.load)
+    pytest.param(lambda e: load_embeddings(e.tmp / "missing.npy", E_NEW, E_Y), FileNotFoundError, r"old file .*missing.npy does not exist", id="embeddings-file-missing"),
+    pytest.param(lambda e: _emb_with_file(e, "old.csv", b"1,2,3\n"), ValueError, r"old.csv: unknown file type '.csv'; old must be a .npy, .npz or .pt file", id="embeddings-unknown-suffix"),
+    pytest.param(lambda e: _emb_with_file(e, "old.npy", b"not numpy at all"), ValueError, r"old.npy is not a .npy file \(no NumPy header\)", id="embeddings-npy-not-numpy"),
+    pytest.param(lambda e: _emb_with_file(e, "old.npy", writer=_truncated_npy), ValueError, r"old.npy is truncated", id="embeddings-npy-truncated"),
+    pytest.param(lambda e: _emb_with_file(e, "old.npy", writer=lambda p: np.save(p, np.array([{"a": 1}]), allow_pickle=True)),
+                 ValueError, r"old.npy holds Python objects \(dtype object\), which bclviz never unpickles", id="embeddings-npy-pickled-objects"),
+    pytest.param(lambda e: _emb_with_file(e, "old.npz", writer=lambda p: np.savez(p, old=np.array([{"a": 1}], dtype=object))),
+                 ValueError, r"old.npz holds Python objects \(dtype object\)", id="embeddings-npz-pickled-objects"),
+    pytest.param(lambda e: _emb_with_file(e, "old.npz", b"PK\x03\x04 broken zip"), ValueError, r"old.npz is not a readable .npz file", id="embeddings-npz-corrupt"),
+    pytest.param(lambda e: _emb_with_file(e, "old.pt", writer=lambda p: torch.save({"old": torch.ones(6, 3), "hook": print}, p)),
+                 ValueError, r"old.pt cannot be read with torch.load\(weights_only=True\).*never unpickles code", id="embeddings-pt-pickled-callable"),
+    pytest.param(lambda e: _emb_with_file(e, "old.pt", writer=lambda p: torch.save([torch.ones(6, 3)], p)),
+                 ValueError, r"old.pt holds a list; expected a tensor or a dict of tensors", id="embeddings-pt-list"),
+    pytest.param(lambda e: _emb_with_file(e, "old.npz", writer=lambda p: np.savez(p, a=E_OLD, b=E_OLD)),
+                 ValueError, r"old.npz holds several arrays \['a', 'b'\] but none named 'old'", id="embeddings-npz-no-such-key"),
+    pytest.param(lambda e: load_embeddings(_npz(e.tmp, old=E_OLD, new=E_NEW)), ValueError,
+                 r"emb.npz holds \['new', 'old'\]; a bundle needs the keys \['old', 'new', 'labels'\].*missing \['labels'\]", id="embeddings-bundle-missing-labels"),
+    pytest.param(lambda e: load_embeddings(_npz(e.tmp, old=E_OLD, new=E_NEW, labels=E_Y, extra=E_Y)), ValueError,
+                 r"emb.npz holds .*unknown \['extra'\]", id="embeddings-bundle-unknown-key"),
+    pytest.param(lambda e: load_embeddings(_npy(e.tmp, "all.npy", E_OLD)), ValueError, r"all.npy holds a single array; pass old, new and labels separately", id="embeddings-single-array-alone"),
+    pytest.param(lambda e: load_embeddings(_features_folder(e, "old_features.npy", "labels.npy")), FileNotFoundError,
+                 r"features folder .*features lacks \['new_features.npy'\].*bclviz extract --config", id="embeddings-folder-without-new-features"),
+    pytest.param(lambda e: load_embeddings(E_OLD, E_NEW), ValueError, r"pass old, new and labels .*got old and new only", id="embeddings-labels-not-given"),
+    pytest.param(lambda e: load_embeddings(E_OLD.tolist(), E_NEW, E_Y), TypeError, r"old must be a path, a numpy.ndarray or a torch.Tensor, got list", id="embeddings-python-list"),
+    pytest.param(lambda e: _emb(e, old=E_OLD[:, 0]), ValueError, r"old.npy: old embeddings must be 2-D \(items, dim\), got shape \(6,\)", id="embeddings-1d"),
+    pytest.param(lambda e: _emb(e, new=E_NEW[..., None]), ValueError, r"new.npy: new embeddings must be 2-D \(items, dim\), got shape \(6, 3, 1\)", id="embeddings-3d"),
+    pytest.param(lambda e: _emb(e, old=E_OLD[:0]), ValueError, r"old.npy: old embeddings is empty, shape \(0, 3\)", id="embeddings-empty"),
+    pytest.param(lambda e: _emb(e, old=E_OLD > 0), TypeError, r"old.npy: old embeddings must hold real numbers, got dtype bool", id="embeddings-bool-dtype"),
+    pytest.param(lambda e: _emb(e, new=np.full((6, 3), "a")), TypeError, r"new.npy: new embeddings must hold real numbers, got dtype <U1", id="embeddings-string-dtype"),
+    pytest.param(lambda e: _emb(e, new=_with_value(E_NEW, 2, np.nan)), ValueError, r"new.npy: new embeddings contain NaN or Inf values in 1 row\(s\) \(first: row 2\)", id="embeddings-nan-row"),
+    pytest.param(lambda e: load_embeddings(_with_value(E_OLD, 4, np.inf), E_NEW, E_Y), ValueError, r"old \(in-memory array\): old embeddings contain NaN or Inf values in 1 row\(s\) \(first: row 4\)", id="embeddings-inf-in-memory"),
+    pytest.param(lambda e: _emb(e, old=_with_value(E_OLD, 1, 0.0)), ValueError, r"old.npy: old embeddings have 1 all-zero row\(s\) \(first: row 1\).*failed to embed", id="embeddings-zero-row"),
+    pytest.param(lambda e: _emb(e, new=E_NEW[:5]), ValueError, r"old.npy has 6 rows but .*new.npy has 5: 1 item\(s\) missing from one side", id="embeddings-row-counts-differ"),
+    pytest.param(lambda e: _emb(e, new=np.ones((6, 4), dtype=np.float32)), ValueError, r"old.npy has dimension 3 but .*new.npy has dimension 4; .*same dimension", id="embeddings-dims-differ"),
+    pytest.param(lambda e: _emb(e, labels=E_Y.astype(float)), TypeError, r"labels.npy: labels must be integer class ids or strings, got dtype float64; .*astype\(np.int64\)", id="embeddings-float-labels"),
+    pytest.param(lambda e: _emb(e, labels=E_Y[:, None]), ValueError, r"labels.npy: labels must be 1-D \(one per item\), got shape \(6, 1\)", id="embeddings-labels-2d"),
+    pytest.param(lambda e: _emb(e, labels=E_Y[:5]), ValueError, r"labels.npy: 5 labels for 6 items \(.*old.npy has 6 rows\); give one label per item", id="embeddings-labels-count"),
+    pytest.param(lambda e: _emb(e, labels=E_Y - 1), ValueError, r"labels.npy: labels contain negative values \(min -1\)", id="embeddings-negative-labels"),
+    pytest.param(lambda e: _emb(e, labels=np.full(6, 3)), ValueError, r"labels.npy: every item has the label 3; .*at least 2 classes", id="embeddings-single-class"),
+    pytest.param(lambda e: load_embeddings(E_OLD, E_NEW, E_Y.astype(object)), TypeError, r"labels must be integer class ids or strings, got dtype object", id="embeddings-object-labels"),
+    pytest.param(lambda e: load_embeddings(E_OLD, E_NEW, E_Y, old_ids=np.arange(6), new_ids=np.arange(1, 7)), ValueError,
+                 r"items missing from one side: 1 id\(s\) of .* are not in .*\(first: \[0\]\) and 1 .*\(first: \[6\]\)", id="embeddings-ids-missing-on-one-side"),
+    pytest.param(lambda e: load_embeddings(E_OLD, E_NEW, E_Y, old_ids=np.array([0, 1, 2, 3, 4, 4]), new_ids=np.arange(6)), ValueError,
+                 r"item ids repeat", id="embeddings-ids-repeat"),
+    pytest.param(lambda e: load_embeddings(E_OLD, E_NEW, E_Y, old_ids=np.arange(6)), ValueError, r"item ids must be given for both sides", id="embeddings-ids-one-side"),
+    pytest.param(lambda e: _emb(e, query=np.array([0, 6])), ValueError, r"query row indices must lie in \[0, 6\), got range \[0, 6\]", id="embeddings-query-index-out-of-range"),
+    pytest.param(lambda e: _emb(e, query=np.ones(6, dtype=bool)), ValueError, r"the query/gallery split leaves no gallery item", id="embeddings-query-everything"),
+    pytest.param(lambda e: _emb(e, query=np.ones(5, dtype=bool)), ValueError, r"the query mask has 5 entries but there are 6 items", id="embeddings-query-mask-length"),
+    pytest.param(lambda e: _emb(e, query=np.array([0.0, 1.0])), TypeError, r"query must be a boolean mask or integer row indices, got dtype float64", id="embeddings-query-float"),
+    pytest.param(lambda e: load_embeddings(_npz(e.tmp, old=E_OLD, new=E_NEW, labels=E_Y, query=np.arange(2)), query=np.arange(3)),
+                 ValueError, r"query is given twice: in .*emb.npz\['query'\] and as an argument", id="embeddings-query-twice"),
+    pytest.param(lambda e: inspect_embeddings(load_embeddings(E_OLD, E_NEW, E_Y), method=MethodConfig(name="l2")), ValueError,
+                 r"method.name must be one of \['ndpp', 'odpp'\], got 'l2'", id="inspect-non-perturbing-method"),
     # ------------------------------------------------------------------ splits
     pytest.param(lambda e: splits.closed_set(np.array([0.0, 1.0]), test_ratio=0.5, seed=0), TypeError, r"y must hold integer class labels, got dtype float64", id="splits-float-labels"),
     pytest.param(lambda e: splits.closed_set(np.zeros(0, dtype=int), test_ratio=0.5, seed=0), ValueError, r"y must not be empty", id="splits-empty"),
@@ -338,6 +495,48 @@ CASES = [
     pytest.param(lambda e: apply_overrides(RunConfig(), ["method.eps"]), ValueError, r"must look like key=value", id="override-without-value"),
     pytest.param(lambda e: apply_overrides(RunConfig(), ["method=ndpp"]), ValueError, r"'method' is a group of settings", id="override-group"),
     pytest.param(lambda e: apply_overrides(RunConfig(), ["method.eps=abc"]), ValueError, r"MethodConfig.eps must be a finite number >= 0, got 'abc'", id="override-wrong-type"),
+    # ------------------------------------------------------------------ your own models: frozen old model files
+    pytest.param(lambda e: _frozen(e.tmp / "nope.pt"), FileNotFoundError, r"old model file .*nope.pt does not exist", id="frozen-file-missing"),
+    pytest.param(lambda e: _frozen(_saved(e, {"w": torch.zeros(2)})), ValueError,
+                 r"weights.pth was not written by torch.jit.save \(name: torchscript\); it was written by torch.save", id="frozen-state-dict-not-torchscript"),
+    pytest.param(lambda e: _frozen(e.write("junk.pt", "not a model")), ValueError,
+                 r"junk.pt was not written by torch.jit.save \(name: torchscript\); save the old model with torch.jit.save", id="frozen-not-a-model-file"),
+    pytest.param(lambda e: _frozen(_scripted(e), "export"), ValueError,
+                 r"was not written by torch.export.save \(name: export\); it was written by torch.jit.save: use name: torchscript", id="frozen-wrong-kind"),
+    pytest.param(lambda e: _frozen(_scripted(e, dim=4)), ValueError,
+                 r"outputs \(2, 4\) for inputs of shape \(2, 8\); expected \(2, 8\): old_model.dim must be", id="frozen-wrong-output-dim"),
+    pytest.param(lambda e: _frozen(_scripted(e, in_dim=5, dim=8)), ValueError,
+                 r"old_ts.pt fails on a batch of shape \(2, 8\) \(the data's inputs\)", id="frozen-wrong-input-shape"),
+    pytest.param(lambda e: ExperimentConfig(old_model=_frozen_spec(), new_model=_frozen_spec()), ValueError,
+                 r"new_model.name is 'torchscript', a frozen model file, which can only be the old model", id="frozen-as-new-model"),
+    pytest.param(lambda e: ExperimentConfig(old_model=_frozen_spec("export", file="old.pt2"), new_model=ModelSpec(dim=16)), ValueError,
+                 r"old_model.options of a 'export' model must be exactly \{path: FILE\}", id="frozen-without-path"),
+    pytest.param(lambda e: train_old(_frozen(_scripted(e, dim=8)), e.data.old_train, num_classes=3, progress=False), ValueError,
+                 r"old_ts.pt is a frozen model file: it is used as it is, never trained", id="frozen-trained"),
+    # ------------------------------------------------------------------ your own models: torchvision architectures
+    pytest.param(lambda e: ExperimentConfig(old_model=ModelSpec("torchvision:resnet19", 16), new_model=ModelSpec(dim=16)), ValueError,
+                 r"old_model.name: unknown torchvision architecture 'resnet19' .*'resnet18'", id="torchvision-unknown-arch"),
+    pytest.param(lambda e: _squeezenet(weights=e.tmp / "nope.pth"), FileNotFoundError, r"weights file .*nope.pth does not exist", id="torchvision-weights-missing"),
+    pytest.param(lambda e: _squeezenet(weights=_saved(e, [1, 2])), ValueError, r"weights.pth holds a list, not a state dict", id="torchvision-weights-not-state-dict"),
+    pytest.param(lambda e: _squeezenet(weights=_saved(e, {"foo": torch.zeros(1)})), ValueError,
+                 r"does not fit the architecture: missing keys \['features.0.weight'.*unexpected keys \['foo'\]", id="torchvision-weights-do-not-fit"),
+    pytest.param(lambda e: _squeezenet(weights=_saved(e, {"features.0.weight": torch.zeros(1)})), ValueError,
+                 r"does not fit the architecture: .*size mismatch for features.0.weight", id="torchvision-weights-wrong-shape"),
+    pytest.param(_hub_weights_missing, FileNotFoundError,
+                 r"SqueezeNet1_1_Weights.IMAGENET1K_V1 are not in torch's hub cache .*bclviz never downloads", id="torchvision-hub-weights-not-cached"),
+    pytest.param(lambda e: _squeezenet(weights="IMAGENET9K_V9"), ValueError,
+                 r"unknown weights 'IMAGENET9K_V9' for squeezenet1_1; choose one of \['IMAGENET1K_V1'\]", id="torchvision-unknown-weights-name"),
+    pytest.param(lambda e: _squeezenet(weights="ResNet18_Weights.IMAGENET1K_V1"), ValueError,
+                 r"weights 'ResNet18_Weights.IMAGENET1K_V1' are not weights of squeezenet1_1 \(SqueezeNet1_1_Weights\)", id="torchvision-weights-of-another-arch"),
+    pytest.param(lambda e: _squeezenet((3, 16, 16)), ValueError,
+                 r"cannot take inputs of shape \(3, 16, 16\) .*set options.resize", id="torchvision-input-too-small"),
+    pytest.param(lambda e: _squeezenet(num_classes=10), ValueError, r"num_classes is not an option", id="torchvision-num-classes"),
+    pytest.param(lambda e: _squeezenet(foo=1), ValueError, r"option\(s\) \['foo'\] not accepted by torchvision", id="torchvision-unknown-option"),
+    pytest.param(lambda e: _squeezenet(resize=0), ValueError, r"resize must be a positive side or \[height, width\], got 0", id="torchvision-bad-resize"),
+    # ------------------------------------------------------------------ run logs
+    pytest.param(_tensorboard_missing, ImportError, r"TensorBoard logging needs the tensorboard package: pip install 'bclviz\[tensorboard\]'", id="tensorboard-missing"),
+    pytest.param(lambda e: load_run_config(e.write("run.yaml", "log: wandb\n")), ValueError,
+                 r"run.yaml: log must be one of \['tensorboard'\] or none, got 'wandb'", id="run-config-unknown-log"),
 ]
 
 
@@ -370,6 +569,20 @@ CLI_CASES = [
         r"bclviz train: error: .*foo",
         id="cli-unknown-data-option",
     ),
+    pytest.param(lambda t: ["inspect", "--old", str(t / "missing.npy"), "--new", str(_npy(t, "new.npy", E_NEW)),
+                            "--labels", str(_npy(t, "labels.npy", E_Y)), "--out", str(t / "out")],
+                 r"bclviz inspect: error: old file .*missing.npy does not exist", id="cli-inspect-file-missing"),
+    pytest.param(lambda t: ["inspect", "--features", str(t), "--old", str(t / "old.npy"), "--out", str(t / "out")],
+                 r"bclviz inspect: error: give either --features or --old, --new, --labels, not both", id="cli-inspect-features-and-files"),
+    pytest.param(lambda t: ["inspect", "--old", str(_npy(t, "old.npy", E_OLD)), "--out", str(t / "out")],
+                 r"bclviz inspect: error: missing \['--new', '--labels'\]: give --old, --new and --labels, or --features DIR", id="cli-inspect-files-missing"),
+    pytest.param(lambda t: ["inspect", "--old", str(_npy(t, "old.npy", E_OLD)), "--new", str(_npy(t, "new.npy", E_NEW)),
+                            "--labels", str(_npy(t, "labels.npy", E_Y * 0.5)), "--out", str(t / "out")],
+                 r"bclviz inspect: error: .*labels.npy: labels must be integer class ids or strings, got dtype float64", id="cli-inspect-float-labels"),
+    pytest.param(lambda t: ["inspect", "--features", str(t), "--out", str(t / "out")],
+                 r"bclviz inspect: error: features folder .* lacks \['old_features.npy', 'new_features.npy', 'labels.npy'\]", id="cli-inspect-empty-folder"),
+    pytest.param(lambda t: ["train", "--config", str(_write(t, "frozen.yaml", f"old_model: {{name: torchscript, dim: 16, options: {{path: {t / 'missing.pt'}}}}}\noutput_dir: {t / 'run'}\n")), "--quiet"],
+                 r"bclviz train: error: old model file .*missing.pt does not exist", id="cli-train-old-model-file-missing"),
 ]
 
 

@@ -54,3 +54,36 @@ def test_plateau_curve_scores_every_epoch():
     assert res["metric"] == "mAP@100" and set(res["curves"]) == {"0", "1"}
     assert all(len(c) == 2 and all(0 <= v <= 1 for v in c) for c in res["curves"].values())
     assert res["curves"]["0"] != res["curves"]["1"]  # two seeds, two curves
+
+
+@pytest.mark.slow
+def test_inspect_scale_reports_inspect_baseline_and_explorer_latency():
+    res = _run("bench/inspect_scale.py", "--n", "6000", "--classes", "2500", "--dim", "16", "--threads", "1",
+               "--updates", "2")
+    assert res["inspect_seconds"] > 0 and res["baseline_seconds"] > 0 and res["inspect_to_baseline"] > 0
+    assert res["inspect_peak_mib"] >= 0 and res["baseline_peak_mib"] >= 0
+    assert res["prototypes_max_abs_diff"] < 1e-5  # the numpy baseline computes the same prototypes
+    ex = res["explorer"]
+    assert ex["classes"] == 2500 and not ex["exact_proxies"]  # candidate lists above 2,000 classes
+    assert "Scattergl" in ex["trace_types"] and ex["traces"] == 8  # one arrow trace, not one per class
+    for method in ("ndpp", "odpp"):
+        m = ex["methods"][method]
+        assert m["median_ms"] > 0 and m["n"] == 2 and 0 <= m["redraw_median_ms"] <= m["median_ms"] * 5
+        assert set(m["proxy_diff_vs_exact"]) == {"crowding_pseudo_old", "recognisability"}
+    assert set(res["explorer_target_met"]) == {"ndpp", "odpp"}
+
+
+@pytest.mark.slow
+def test_tuning_bench_times_workers_storage_and_the_search():
+    res = _run("bench/tuning.py", "--epochs", "1", "--threads", "1", "--train-per-class", "60", "--search",
+               "--budget", "4", "--search-seeds", "2")
+    workers = res["workers"]
+    assert workers["trials"] == 12 and workers["same_numbers"] is True  # 2 workers: the numbers of 1
+    assert workers["speedup"] == pytest.approx(workers["wall_1_worker"] / workers["wall_2_workers"], rel=0.01)
+    storage = res["storage"]
+    assert storage["study_seconds_per_trial"] > 0
+    assert storage["overhead_per_trial"] == pytest.approx(storage["study_seconds_per_trial"] / res["trial_seconds"],
+                                                          rel=0.05)
+    search = res["search"]
+    assert search["dense_grid_trials"] == 36 and [r["seed"] for r in search["runs"]] == [0, 1]
+    assert all(r["hv_ratio"] > 0 for r in search["runs"])  # above 1: the search beat the grid

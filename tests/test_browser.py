@@ -1,4 +1,4 @@
-"""Notebook 01 in a real browser: JupyterLab + headless Chromium (Debian's) via Playwright.
+"""Notebook 01 and the inspect report in a real browser: headless Chromium (Debian's) via Playwright.
 
 Starts JupyterLab on 127.0.0.1 (free port, random token, fresh Jupyter/IPython
 config, data and runtime folders; the venv's ``share/jupyter`` still provides the
@@ -6,7 +6,9 @@ ipywidgets, plotly and anywidget lab extensions) over a temporary copy of the
 notebook, opens ``01_pseudo_old_space.ipynb``, runs all cells, moves the
 perturbation explorer's eps slider with the keyboard and checks that the explorer's
 plotly figure in the page moved its pseudo-old prototypes and that the page logged
-no JavaScript error. Screenshots go to the test's ``tmp_path``.
+no JavaScript error. The ``report.html`` of ``bclviz inspect`` is opened from disk
+(``file://``, offline): its plotly figure must be drawn with its traces and the page must
+log no JavaScript error. Screenshots go to the test's ``tmp_path``.
 
 Needs ``/usr/bin/chromium`` (Debian package ``chromium``; ``.ci/run`` installs it)
 and the ``playwright`` Python package (test extra). Playwright's own browser
@@ -374,3 +376,48 @@ def test_notebook_01_explorer_in_browser(jupyterlab, tmp_path):
     assert (after["x"], after["y"]) != (before["x"], before["y"]), (
         f"the explorer's pseudo-old prototypes did not move after eps {readout_before} -> {readout_after}")
     assert not errors, "JavaScript errors in the page:\n" + "\n".join(errors)
+
+
+# --- the report of bclviz inspect ---------------------------------------------------------
+
+# every plotly div of the page, with the uids/metas of its drawn traces
+READ_PLOTS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(p => ({
+  id: p.id, traces: (p._fullData || []).map(t => t.meta || t.uid || t.name),
+  drawn: p.querySelectorAll('.scatterlayer .trace').length}))"""
+
+
+def test_inspect_report_in_browser(tmp_path):
+    """``bclviz inspect`` on small embeddings writes a report that Chromium draws without JS errors."""
+    _require_browser()
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from bclviz.cli import main
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(6), 20)
+    old = rng.normal(size=(6, 8))[y // 2 * 2] + 0.3 * rng.normal(size=(120, 8))  # siblings collapse
+    new = rng.normal(size=(6, 8))[y] + 0.3 * rng.normal(size=(120, 8))
+    for name, arr in (("old", old.astype(np.float32)), ("new", new.astype(np.float32)), ("labels", y)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    out = tmp_path / "out"
+    assert main(["inspect", "--old", str(tmp_path / "old.npy"), "--new", str(tmp_path / "new.npy"),
+                 "--labels", str(tmp_path / "labels.npy"), "--out", str(out), "--projection", "pca"]) == 0
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda msg: errors.append(f"console.error: {msg.text}") if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc.message}"))
+            page.goto((out / "report.html").as_uri())
+            page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some("
+                                   "p => p._fullData && p._fullData.length)", timeout=60_000)
+            plots = page.evaluate(READ_PLOTS)
+            page.screenshot(path=str(tmp_path / "inspect-report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert [p["id"] for p in plots] == ["three-spaces"], plots
+    assert {"old_protos", "pseudo_old_protos", "new_protos", "pseudo_old_arrows"} <= set(plots[0]["traces"])
+    assert plots[0]["drawn"] >= 7, plots  # every scatter trace of the three panels is in the SVG
+    assert not errors, "JavaScript errors in the inspect report:\n" + "\n".join(errors)

@@ -27,7 +27,6 @@ import torch
 
 import bclviz.checkpoint as checkpoint_module
 import bclviz.experiment as experiment_module
-import bclviz.sweep as sweep_module
 from bclviz.checkpoint import load_checkpoint, save_checkpoint
 from bclviz.cli import main
 from bclviz.config import MethodConfig, TrainConfig
@@ -36,6 +35,7 @@ from bclviz.io import write_json
 from bclviz.runconfig import RunConfig, save_run_config
 from bclviz.sweep import run_sweep
 from bclviz.train import train_old
+from _helpers import without_seconds
 
 TINY_DATA = dict(num_superclasses=3, siblings=2, coarse_dim=4, fine_dim=4, train_per_class=30, eval_per_class=6)
 TINY_SPEC = ModelSpec(dim=8, options={"hidden": 16})
@@ -43,14 +43,6 @@ TINY_SPEC = ModelSpec(dim=8, options={"hidden": 16})
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 DEADLINE_S = 120
 
-
-def without_seconds(obj):
-    """``obj`` with every ``seconds`` entry removed (wall-clock times differ between runs)."""
-    if isinstance(obj, dict):
-        return {k: without_seconds(v) for k, v in obj.items() if k != "seconds"}
-    if isinstance(obj, list):
-        return [without_seconds(v) for v in obj]
-    return obj
 
 
 class Killer(threading.Thread):
@@ -134,8 +126,25 @@ SWEEP_DRIVER = textwrap.dedent(
 N_SETTINGS = 5
 
 
-def result_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+def journal_trials(folder: Path):
+    """Every trial of the one study in the one journal file in ``folder`` (number order)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    [path] = folder.glob("*.journal")
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    [study] = storage.get_all_studies()
+    return storage.get_all_trials(study._study_id)
+
+
+def completed_in_journal(folder: Path) -> int:
+    """Trials told COMPLETE so far, read from the journal's lines (cheap enough to poll)."""
+    count = 0
+    for path in folder.glob("*.journal"):
+        for line in path.read_bytes().splitlines():
+            if line.startswith(b'{"op_code":6,') and b'"state":1,' in line:
+                count += 1
+    return count
 
 
 def test_sigkilled_sweep_resumes_to_the_uninterrupted_results(tmp_path, one_thread):
@@ -145,34 +154,43 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_results(tmp_path, one_thre
     killed, ref = tmp_path / "killed", tmp_path / "reference"
     victim = subprocess.Popen([sys.executable, str(driver_path), str(killed), str(tmp_path / "killed.json"), "0.2"],
                               env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killer = Killer(victim, lambda: killed.is_dir() and len(result_files(killed)) >= 2, "2 cached results")
+    killer = Killer(victim, lambda: killed.is_dir() and completed_in_journal(killed) >= 2, "2 finished trials")
     killer.start()
     try:
         driver["main"](ref, tmp_path / "ref.json")  # the uninterrupted sweep, meanwhile
     finally:
         killer.check()
     assert not (tmp_path / "killed.json").exists(), "the sweep finished before it was killed"
-    cached = result_files(killed)
-    assert 2 <= len(cached) < N_SETTINGS
+    before = journal_trials(killed)
+    finished = {t.number: t for t in before if t.state.name == "COMPLETE"}
+    assert 2 <= len(finished) < N_SETTINGS
+    assert [t.state.name for t in before].count("RUNNING") <= 1  # the trial it was in the middle of
+    for t in finished.values():  # whole records only
+        assert {"label", "method", "settings", "self", "cross", "compatible", "seconds"} <= set(t.user_attrs["record"])
     assert leftovers(killed) == []
-    for path in cached:  # whole, valid records only
-        record = json.loads(path.read_text(encoding="utf-8"))
-        assert {"label", "method", "settings", "self", "cross", "compatible", "seconds"} <= set(record)
 
-    written_before_kill = {p.name: p.stat().st_mtime_ns for p in cached}
     driver["main"](killed, tmp_path / "killed.json")  # rerun to completion
 
     resumed = json.loads((tmp_path / "killed.json").read_text(encoding="utf-8"))
     expected = json.loads((tmp_path / "ref.json").read_text(encoding="utf-8"))
     assert len(resumed) == N_SETTINGS
     assert without_seconds(resumed) == without_seconds(expected)
-    # the cache holds the same files with the same records, apart from the timings
-    assert [p.name for p in result_files(killed)] == [p.name for p in result_files(ref)]
-    for a, b in zip(result_files(killed), result_files(ref)):
-        assert without_seconds(json.loads(a.read_text())) == without_seconds(json.loads(b.read_text()))
+    after, reference = journal_trials(killed), journal_trials(ref)
+    # every setting finished exactly once, with the reference's record apart from the timings
+    done = [t for t in after if t.state.name == "COMPLETE"]
+    assert sorted(t.system_attrs["bclviz:key"] for t in done) == sorted(t.system_attrs["bclviz:key"] for t in reference)
+    by_key = {t.system_attrs["bclviz:key"]: t for t in reference}
+    for t in done:
+        want = by_key[t.system_attrs["bclviz:key"]]
+        assert without_seconds(t.user_attrs["record"]) == without_seconds(want.user_attrs["record"])
+        assert t.values == want.values and t.system_attrs["constraints"] == want.system_attrs["constraints"]
+    # the trials finished before the kill were read back, not retrained; the one it was in failed, then ran again
+    for number, t in finished.items():
+        assert after[number].state.name == "COMPLETE" and after[number].datetime_complete == t.datetime_complete
+    stale = [t for t in after if t.state.name == "FAIL"]
+    assert len(stale) == [t.state.name for t in before].count("RUNNING")
+    assert all("is gone" in t.system_attrs["bclviz:retry"] for t in stale)
     assert leftovers(killed) == []
-    # the settings cached before the kill were read back, not retrained and rewritten
-    assert {p.name: p.stat().st_mtime_ns for p in cached} == written_before_kill
 
 
 # ============================================================================ killed training
@@ -301,7 +319,6 @@ def _sweep_into(folder: Path, request):
 WRITERS = [
     pytest.param(_write_json_into, id="write_json"),
     pytest.param(_save_checkpoint_into, id="save_checkpoint"),
-    pytest.param(_sweep_into, id="sweep-cache"),
 ]
 
 
@@ -395,6 +412,48 @@ def test_sweep_with_unwritable_cache_fails_before_training(tiny_toy, tiny_old, t
     with pytest.raises(OSError, match="afile"):
         run_sweep(tiny_toy, tiny_old, cfg, grid, cache_dir=target, progress=False)
     assert trained == []
+
+
+def test_sweep_under_a_file_fails_naming_the_path_and_leaves_nothing(tmp_path, monkeypatch, request):
+    target = _parent_is_a_file(tmp_path, monkeypatch)
+    before = _files(tmp_path)
+    with pytest.raises(OSError, match=r"cannot write .*" + re.escape(str(target))):
+        _sweep_into(target, request)
+    assert _files(tmp_path) == before
+
+
+def test_a_failed_journal_write_loses_no_finished_trial(tiny_toy, tiny_old, tmp_path, monkeypatch):
+    """The journal is append-only: an append that fails (disk full) raises, the trials
+    told before it stay, and the rerun (in the same process, whose session on the
+    failed trial has ended) trains only the rest."""
+    from optuna.storages.journal import JournalFileBackend
+
+    import bclviz.trials as trials_module
+
+    cfg, _ = _sweep_setup()
+    grid = [MethodConfig(name="proto"), MethodConfig(name="ndpp", eps=0.3)]
+    reference = run_sweep(tiny_toy, tiny_old, cfg, grid, cache_dir=None, progress=False)
+    real_train, calls = trials_module.train_and_score, []
+
+    def disk_full(self, logs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def train(*args, **kwargs):
+        calls.append(args[3])
+        if len(calls) == 2:  # from the second trial on, the disk is full
+            monkeypatch.setattr(JournalFileBackend, "append_logs", disk_full)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(trials_module, "train_and_score", train)
+    with pytest.raises(OSError, match="No space left"):
+        run_sweep(tiny_toy, tiny_old, cfg, grid, cache_dir=tmp_path, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(trials_module, "train_and_score", train)
+    assert [t.state.name for t in journal_trials(tmp_path)] == ["COMPLETE", "RUNNING"]
+    records = run_sweep(tiny_toy, tiny_old, cfg, grid, cache_dir=tmp_path, progress=False)
+    assert calls == [grid[0], grid[1], grid[1]]
+    assert without_seconds(records) == without_seconds(reference)
+    assert [t.state.name for t in journal_trials(tmp_path)] == ["COMPLETE", "FAIL", "COMPLETE"]
 
 
 # ---------------------------------------------------------------------------- bclviz demo

@@ -28,6 +28,15 @@ def test_grid_covers_defaults_and_both_budget_modes():
     assert [(m.name, m.eps_mode) for m in findings_grid(grid="tax")] == [("independent", "absolute"), ("proto", "absolute")]
     with pytest.raises(ValueError, match=r"grid must be one of \['full', 'tax'\], got 'big'"):
         findings_grid(grid="big")
+    # fewer baselines: independent and proto stay (the tax needs them)
+    lean = [(m.name, m.eps, m.eps_mode) for m in findings_grid(eps=(0.4, 1.0), baselines=("lce",))]
+    assert [n for n, _, _ in lean[:3]] == ["independent", "proto", "lce"] and len(lean) == 3 + 2 + 2 + 2
+    with pytest.raises(ValueError, match=r"baselines must be among .*, got \['bct2'\]"):
+        findings_grid(baselines=("bct2",))
+    absolute = findings_grid(eps=(0.4, 1.0), baselines=(), modes=("absolute",))
+    assert [m.eps_mode for m in absolute] == ["absolute"] * 6 and len(absolute) == 2 + 2 + 2
+    with pytest.raises(ValueError, match=r"modes must be a non-empty subset of \['absolute', 'relative'\]"):
+        findings_grid(modes=("nearest-angle",))
 
 
 def test_findings_report_is_generated_from_measurements(tmp_path):
@@ -86,3 +95,55 @@ def test_tax_grid_findings_and_the_json_next_to_the_markdown(tmp_path, monkeypat
         [f], command=f"bclviz findings --datasets toy --seeds 5 --out {tmp_path / 'docs' / 'findings.md'}")
     saved = json.loads((tmp_path / "docs" / "findings.json").read_text())
     assert saved["findings"][0]["rows"] == json.loads(json.dumps(f["rows"])) and saved["command"].startswith("bclviz")
+
+
+def test_findings_json_reads_back_into_tradeoff_points(tmp_path):
+    from bclviz.findings import findings_points, findings_summary, load_findings
+    from bclviz.plots import tradeoff_figure
+
+    def row(label, method, self_, ci=0.01):
+        return {"label": label, "method": method, "self": self_, "self_ci": ci, "cross": 0.5, "cross_ci": ci,
+                "compatible": True}
+
+    full = {"dataset": "glyphs", "scenario": "weak-old", "grid": "full", "old_old": 0.3,
+            "rows": [row("proto", "proto", 0.7), row("ndpp eps=1.0", "ndpp", 0.72, ci=None)]}
+    tax = {**full, "scenario": "lowres-old", "grid": "tax", "rows": full["rows"][:1]}
+    path = tmp_path / "findings.json"
+    path.write_text(json.dumps({"command": "bclviz findings", "findings": [tax, full]}))
+    found = load_findings(path)
+    assert findings_summary(found, "glyphs") == full  # the full grid first
+    assert findings_summary(found, "glyphs", "lowres-old") == tax
+    with pytest.raises(KeyError, match=r"no findings for dataset='digits'.*\('glyphs', 'weak-old', 'full'\)"):
+        findings_summary(found, "digits")
+    points = findings_points(full)
+    assert [(p["label"], p.get("self_err")) for p in points] == [("proto", 0.01), ("ndpp eps=1.0", None), ("old", None)]
+    assert points[-1]["self"] == points[-1]["cross"] == 0.3
+    fig = tradeoff_figure(points, old_old=full["old_old"])
+    assert list(fig.data[0].error_y.array) == [0.01]
+    with pytest.raises(FileNotFoundError, match="generate them with `bclviz findings`"):
+        load_findings(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match="is not a findings.json"):
+        load_findings(tmp_path / "bad.json")
+
+
+def test_findings_cli_passes_grid_eps_and_baselines(tmp_path, monkeypatch, capsys):
+    from bclviz import cli
+
+    seen = {}
+
+    def fake(datasets, **kw):
+        seen.update(kw, datasets=datasets)
+        return tmp_path / "f.md"
+
+    monkeypatch.setattr("bclviz.findings.generate_findings", fake)
+    assert cli.main(["findings", "--datasets", "glyphs", "--grid", "full", "--eps", "0.4,1.0", "--baselines",
+                     "independent,proto", "--modes", "absolute", "--out", str(tmp_path / "f.md"), "--quiet"]) == 0
+    assert seen["datasets"] == ["glyphs"] and seen["grid"] == "full" and seen["eps"] == (0.4, 1.0)
+    assert seen["baselines"] == ("independent", "proto") and seen["modes"] == ("absolute",)
+    assert seen["command"] == (f"bclviz findings --datasets glyphs --grid full --eps 0.4,1.0 --baselines "
+                               f"independent,proto --modes absolute --seeds 5 --out {tmp_path / 'f.md'}")
+    assert cli.main(["findings", "--datasets", "toy", "--out", str(tmp_path / "f.md"), "--quiet"]) == 0
+    assert seen["eps"] == (0.2, 0.4, 1.0) and "--eps" not in seen["command"] and "--grid" not in seen["command"]
+    assert cli.main(["findings", "--eps", "a,b", "--out", str(tmp_path / "f.md")]) == 2
+    assert "could not convert string to float" in capsys.readouterr().err

@@ -221,3 +221,29 @@ def test_core_profile_trains_and_evaluates(tmp_path):
     evaluated = json.loads(result["evaluate_out"])
     assert {"old_old", "new_new", "new_old"} <= set(evaluated)
     assert all(math.isfinite(x) for x in _numbers(evaluated)), evaluated
+
+
+TUNE = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from bclviz.cli import main
+
+config, space, out = sys.argv[1:4]
+rc = main(["tune", "--config", config, "--space", space, "--workers", "1", "--quiet", "--out", out,
+           "--storage", out + "/study.journal"])
+print(json.dumps({"tune": rc, "plotly": "plotly" in sys.modules}))
+"""
+
+
+def test_core_profile_tunes(tmp_path):
+    """``bclviz tune`` (Optuna is a core dependency) runs a tiny grid study with the core profile only."""
+    space = tmp_path / "space.yaml"
+    space.write_text("grid:\n  methods: [ndpp]\n  eps: [0.2]\nbaselines: [proto]\n")
+    out = tmp_path / "tune"
+    proc = _run_core(tmp_path, TUNE, str(_tiny_run_config(tmp_path)), str(space), str(out))
+    assert proc.returncode == 0, _explain(proc)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"tune": 0, "plotly": False}, _explain(proc)
+    trials = json.loads((out / "trials.json").read_text())
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(math.isfinite(v) for t in trials for v in t["values"])

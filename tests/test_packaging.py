@@ -1,9 +1,9 @@
 """pyproject.toml, environment.yml and the Makefile agree on the install profiles.
 
-Core (``pip install -e .``), ``lab`` and ``test`` extras: environment.yml lists every one
-of them with the same range, torch/torchvision are pinned exactly in both, every other
-dependency has a lower and an upper bound, and ``make lab`` / ``make test`` install the
-``lab`` / ``lab,test`` extras.
+Core (``pip install -e .``), ``lab``, ``tensorboard`` and ``test`` extras: environment.yml
+lists every one of them with the same range, torch/torchvision are pinned exactly in both,
+every other dependency has a lower and an upper bound, and ``make lab`` / ``make test``
+install the ``lab`` / ``lab,tensorboard,test`` extras.
 """
 
 import re
@@ -70,10 +70,12 @@ def _environment():
 
 def test_profiles_are_the_documented_ones():
     profiles = _profiles()
-    assert set(profiles) == {"core", "lab", "test"}
-    assert set(profiles["core"]) == {"torch", "torchvision", "numpy", "scipy", "faiss-cpu", "pyyaml", "tqdm"}
+    assert set(profiles) == {"core", "lab", "tensorboard", "test"}
+    assert set(profiles["core"]) == {"torch", "torchvision", "numpy", "scipy", "faiss-cpu", "pyyaml", "tqdm",
+                                     "optuna"}
     assert set(profiles["lab"]) == {"plotly", "anywidget", "ipywidgets", "jupyterlab", "umap-learn",
                                     "scikit-learn", "matplotlib"}
+    assert set(profiles["tensorboard"]) == {"tensorboard"}
     assert set(profiles["test"]) == {"pytest", "pytest-timeout", "nbval", "hypothesis", "playwright"}
 
 
@@ -204,8 +206,8 @@ def _installed_extras(target: str) -> list[set[str]]:
     return found
 
 
-@pytest.mark.parametrize("target, extras", [("core", set()), ("lab", {"lab"}), ("test", {"lab", "test"}),
-                                            ("install", {"lab", "test"})])
+@pytest.mark.parametrize("target, extras", [("core", set()), ("lab", {"lab"}), ("test", {"lab", "tensorboard", "test"}),
+                                            ("install", {"lab", "tensorboard", "test"})])
 def test_makefile_targets_install_their_profile(target, extras):
     found = _installed_extras(target)
     assert found == [extras], f"make {target} runs pip install -e with extras {found}, expected [{extras}]"
@@ -225,7 +227,7 @@ def test_makefile_profiles_have_their_own_stamps():
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-@pytest.mark.parametrize("target, extras", [("core", "."), ("lab", '".[lab]"'), ("test", '".[lab,test]"')])
+@pytest.mark.parametrize("target, extras", [("core", "."), ("lab", '".[lab]"'), ("test", '".[lab,tensorboard,test]"')])
 def test_make_dry_run(tmp_path, target, extras):
     """``make -n`` against an empty venv folder prints the profile's pip install."""
     out = subprocess.run(["make", "-n", "-C", str(ROOT), f"VENV={tmp_path / 'venv'}", target],

@@ -312,3 +312,24 @@ def test_plot_modules_never_embed_or_project():
         text = path.read_text()
         for forbidden in ("from ..train", "from ..projection", "import umap", "embed("):
             assert forbidden not in text, (path.name, forbidden)
+
+
+def test_large_traces_use_webgl_and_one_arrow_trace():
+    from bclviz.plots._common import WEBGL_POINTS
+
+    c = 3000  # prototype sets and arrows above WEBGL_POINTS, features below
+    coords, labels = _coords(2, n=300, c=c, seed=1)
+    fig = three_spaces_figure(coords, labels)
+    assert len(fig.data) == 8  # one trace per block, however many classes
+    for uid in ("old_protos", "old_protos_ghost", "pseudo_old_protos", "new_protos", "pseudo_old_arrows"):
+        assert isinstance(_trace(fig, uid), go.Scattergl) and _trace(fig, uid).meta == uid
+    for uid in ("old_features", "pseudo_space_features", "new_features"):
+        assert isinstance(_trace(fig, uid), go.Scatter)
+    arrows = _xy(_trace(fig, "pseudo_old_arrows")).reshape(c, 3, 2)
+    np.testing.assert_array_equal(arrows[:, 1], coords["pseudo_old_protos"])
+    assert np.isnan(arrows[:, 2]).all() and 3 * c > WEBGL_POINTS
+    moved = coords["pseudo_old_protos"] + 1.0
+    widget = go.FigureWidget(fig)
+    update_pseudo_old(widget, coords["old_protos"], moved)
+    (trace,) = [t for t in widget.data if t.meta == "pseudo_old_protos"]
+    np.testing.assert_array_equal(_xy(trace), moved)

@@ -90,7 +90,8 @@ def test_transform_checks(blocks):
 
 def test_init_stores_hyperparameters_only():
     proj = SpaceProjection(method="pca", n_components=3, random_state=7)
-    assert proj.get_params() == dict(method="pca", n_components=3, random_state=7, n_neighbors=15, min_dist=0.1)
+    assert proj.get_params() == dict(method="pca", n_components=3, random_state=7, n_neighbors=15, min_dist=0.1,
+                                     max_fit_rows=None)
     assert not hasattr(proj, "embedding_")
 
 
@@ -143,3 +144,57 @@ def test_umap_joint_fit_and_transform(blocks):
 def test_place_equals_transform_for_pca(blocks):
     proj = SpaceProjection(method="pca").fit(blocks)
     np.testing.assert_allclose(proj.place(blocks["new_features"]), proj.transform(blocks["new_features"]))
+
+
+# --- production sizes: a stratified fit sample, the rest placed ---------------------
+
+
+def test_stratified_rows_cover_every_class_and_are_seeded():
+    from bclviz.projection import stratified_rows
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.full(500, 0), np.full(3, 1), np.full(40, 2), rng.integers(3, 60, 2000)])
+    rows = stratified_rows(y, 200, seed=1)
+    assert rows.size == 200 and np.all(np.diff(rows) > 0)  # sorted, distinct, exactly the cap
+    assert set(y[rows]) == set(y)  # every class
+    counts = np.bincount(y[rows])
+    assert counts[1] == 3  # a small class keeps all its rows ...
+    assert counts[0] <= counts[1:].max() + 1  # ... and a large one gets no more than a fair share
+    np.testing.assert_array_equal(stratified_rows(y, 200, seed=1), rows)
+    assert not np.array_equal(stratified_rows(y, 200, seed=2), rows)
+    np.testing.assert_array_equal(stratified_rows(y[:150], 200), np.arange(150))  # fewer rows: all
+    many = np.arange(300) % 250  # more classes than the cap: one row per class
+    assert set(many[stratified_rows(many, 100)]) == set(range(250))
+
+
+def test_sampled_pca_fit_places_the_rest_and_equals_a_fit_on_the_sample(blocks):
+    n = {name: len(b) for name, b in blocks.items()}
+    labels = {"old_features": np.repeat(np.arange(4), 25), "new_features": np.repeat(np.arange(4), 25),
+              "old_protos": np.arange(4), "pseudo_old_protos": np.arange(4), "new_protos": np.arange(4)}
+    proj = SpaceProjection(method="pca", max_fit_rows=60, random_state=3).fit(blocks, labels)
+    assert proj.fit_rows_.size == 60 and sum(n.values()) == 212
+    stacked = np.concatenate([np.asarray(b, dtype=float) for b in blocks.values()])
+    strata = np.concatenate(list(labels.values()))
+    assert set(strata[proj.fit_rows_]) == set(range(4))
+    # fitting equals a plain fit on the sample's rows; every row (fitted or not) is placed by transform
+    plain = SpaceProjection(method="pca", random_state=3).fit({"sample": stacked[proj.fit_rows_]})
+    got = np.concatenate(list(proj.embedding_.values()))
+    np.testing.assert_allclose(got[proj.fit_rows_], plain.embedding_["sample"], atol=1e-9)
+    np.testing.assert_allclose(got, plain.transform(stacked), atol=1e-9)
+    for name, x in blocks.items():
+        np.testing.assert_allclose(proj.place(x), proj.embedding_[name], atol=1e-12)
+    again = SpaceProjection(method="pca", max_fit_rows=60, random_state=3).fit(blocks, labels)
+    np.testing.assert_array_equal(again.fit_rows_, proj.fit_rows_)  # same seed, same sample
+    # every row fitted when the cap is not reached
+    assert SpaceProjection(method="pca", max_fit_rows=500).fit(blocks).fit_rows_.size == 212
+    with pytest.raises(ValueError, match="not in blocks"):
+        SpaceProjection(method="pca", max_fit_rows=60).fit(blocks, {"protos": np.arange(4)})
+
+
+def test_project_spaces_keys_the_sample_by_its_labels(blocks):
+    clear_projection_cache()
+    a = {name: np.zeros(len(b), dtype=int) for name, b in blocks.items()}
+    b = {name: np.arange(len(x)) % 4 for name, x in blocks.items()}
+    pa = project_spaces(blocks, method="pca", max_fit_rows=50, labels=a)
+    assert project_spaces(blocks, method="pca", max_fit_rows=50, labels=a) is pa
+    assert project_spaces(blocks, method="pca", max_fit_rows=50, labels=b) is not pa

@@ -102,3 +102,72 @@ def test_format_headroom():
     assert format_headroom({"value": 0.5, "k": 1}) == "0.500 (k = 1)"
     assert format_headroom(None) == "n/a (not computed)"
     assert format_headroom({"value": None, "reason": "one class"}) == "n/a (one class)"
+
+
+# --- live proxies: candidate lists above EXACT_CLASSES, caches ----------------------
+
+
+def _clustered(c=60, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.nn.functional.normalize(torch.randn(c // 3, d, generator=g), dim=1)
+    p_o = torch.nn.functional.normalize(centres.repeat_interleave(3, 0) + 0.2 * torch.randn(c, d, generator=g), dim=1)
+    p_n = torch.nn.functional.normalize(p_o + 0.3 * torch.randn(c, d, generator=g), dim=1)
+    f = p_o.repeat_interleave(4, 0) + 0.4 * torch.randn(4 * c, d, generator=g)
+    return p_o, p_n, f, torch.arange(c).repeat_interleave(4)
+
+
+def test_candidate_proxies_bound_the_exact_ones_and_equal_them_with_every_class():
+    from bclviz.perturb import old_neighbors
+
+    p_o, p_n, f, y = _clustered()
+    q = torch.nn.functional.normalize(p_o + 0.3 * (p_n - p_o), dim=1)
+    c = p_o.shape[0]
+    every = old_neighbors(p_o, c - 1)  # all other classes: the exact values
+    assert crowding(q, candidates=every) == pytest.approx(crowding(q), abs=1e-6)
+    few = every[:, :2]
+    assert crowding(q, candidates=few) <= crowding(q) + 1e-6  # a lower bound
+    all_protos = torch.arange(c).repeat(f.shape[0], 1)
+    assert recognisability(f, y, q, candidates=all_protos) == pytest.approx(recognisability(f, y, q))
+    near = (torch.nn.functional.normalize(f, dim=1) @ p_o.T).topk(2, dim=1).indices
+    assert recognisability(f, y, q, candidates=near) >= recognisability(f, y, q)  # an upper bound
+    with pytest.raises(ValueError, match="candidates must be an int64"):
+        crowding(q, candidates=few[:5])
+    with pytest.raises(ValueError, match="index the 60"):
+        crowding(q, candidates=few + c)
+
+
+def test_headroom_reuses_given_neighbour_lists():
+    from bclviz.perturb import old_neighbors
+
+    p_o, p_n, _, _ = _clustered()
+    wide = old_neighbors(p_o, 10)
+    assert headroom(p_o, p_n, k=4, neighbors=wide) == pytest.approx(headroom(p_o, p_n, k=4), abs=1e-12)
+
+
+def test_live_proxies_are_exact_up_to_exact_classes_and_use_candidates_above(monkeypatch):
+    import bclviz.proxies as proxies
+    from bclviz.perturb import old_neighbors
+    from bclviz.proxies import LiveProxies
+
+    p_o, p_n, f, y = _clustered()
+    q = torch.nn.functional.normalize(p_o + 0.2 * (p_n - p_o), dim=1)
+    exact = LiveProxies(p_o, p_n, f, y)
+    assert exact.exact
+    assert exact.crowding(q) == crowding(q) and exact.recognisability(q) == recognisability(f, y, q)
+    assert exact.crowding_old() == crowding(p_o)
+    assert exact.headroom(3) == headroom(p_o, p_n, k=3)
+    torch.testing.assert_close(exact.neighbors(3)[:, :3], old_neighbors(p_o, 3))
+
+    live = LiveProxies(p_o, p_n, f, y, exact_classes=10, candidates=5)
+    assert not live.exact
+    assert live.crowding(q) == pytest.approx(crowding(q, candidates=old_neighbors(p_o, 5)), abs=1e-6)
+    near = (torch.nn.functional.normalize(f, dim=1) @ p_o.T).topk(5, dim=1).indices
+    assert live.recognisability(q) == pytest.approx(recognisability(f, y, q, candidates=near))
+    # nothing C x C after the first call: searches and old crowding are cached
+    live.crowding_old(), live.headroom(3)
+    calls = []
+    monkeypatch.setattr(proxies, "class_neighbors", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(proxies, "old_neighbors", lambda *a, **k: calls.append(1))
+    for _ in range(3):
+        live.crowding(q), live.recognisability(q), live.headroom(3), live.crowding_old()
+    assert calls == []

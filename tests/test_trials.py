@@ -9,7 +9,7 @@ import torch
 from bclviz.config import MethodConfig, TrainConfig
 from bclviz.experiment import default_experiment, run_experiment
 from bclviz.methods import CompatMethod, register_method
-from bclviz.sweep import run_sweep
+from bclviz.sweep import run_sweep, sweep_study
 from bclviz.trials import Trial, default_trial_workers, resolve_trial_workers, run_trials
 
 
@@ -43,13 +43,19 @@ def test_two_workers_give_the_numbers_of_one_process(tmp_path):
         for a, b in zip(here.new[name].model.state_dict().values(), there.new[name].model.state_dict().values()):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(here.new["ndpp"].state["pseudo_old"], there.new["ndpp"].state["pseudo_old"])
-    # a sweep in two workers caches every (setting, seed) as it finishes; a rerun trains nothing
+    # a sweep in two workers records every (setting, seed) as it finishes; a rerun trains nothing
     grid = [MethodConfig(name="proto"), MethodConfig(name="ndpp", eps=0.3)]
     first = run_sweep(here.data, here.old, cfg, grid, cache_dir=tmp_path, progress=False, workers=2)
-    assert len(list(tmp_path.glob("*.json"))) == len(grid) * cfg.seeds
+    trials = sweep_study(here.data, cfg, grid, cache_dir=tmp_path).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * len(grid) * cfg.seeds
+    assert sorted((t.params["setting"], t.params["replicate"]) for t in trials) == [
+        ("ndpp eps=0.3", 0), ("ndpp eps=0.3", 1), ("proto", 0), ("proto", 1)]
     again = run_sweep(here.data, here.old, cfg, grid, cache_dir=tmp_path, progress=False, workers=2)
     assert _numbers(first) == _numbers(again)
+    assert len(sweep_study(here.data, cfg, grid, cache_dir=tmp_path).trials) == len(trials)
     assert first[0]["self"] == here.results["methods"]["proto"]["self"]
+    assert _numbers(run_sweep(here.data, here.old, cfg, grid, cache_dir=None, progress=False, workers=1)) == \
+        _numbers(first)
 
 
 @pytest.mark.slow

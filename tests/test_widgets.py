@@ -11,11 +11,14 @@ import torch
 import bclviz.widgets.lab as lab_module
 from bclviz.config import MethodConfig
 from bclviz.experiment import train_and_evaluate_new
+from bclviz.plots import pareto_front, sweep_points, tradeoff_points
 from bclviz.perturb import ndpp, odpp, old_neighbors, pseudo_old
 from bclviz.proxies import crowding, drift, format_headroom, headroom, recognisability
 from bclviz.readouts import format_tax
 from bclviz.runconfig import RunConfig, load_run_config
+from bclviz.sweep import journal_path, run_sweep
 from bclviz.widgets import (
+    ParetoMonitor,
     PerturbationExplorer,
     TrainingLab,
     default_k,
@@ -267,15 +270,89 @@ def test_lab_failure_is_reported(tiny, explorer, monkeypatch):
     assert len(calls) == 2
 
 
-def test_lab_uses_the_sweep_cache(tiny, explorer, monkeypatch, tmp_path):
+def test_lab_uses_the_study(tiny, explorer, monkeypatch, tmp_path):
     cfg, res = tiny
     calls = counted(monkeypatch)
     lab = TrainingLab(res, cfg, explorer=explorer, cache_dir=tmp_path)
     lab.train()
     first = lab.wait(timeout=60)
-    assert len(list(tmp_path.glob("*.json"))) == 1 and lab.last_result is not None
+    assert [p.name for p in tmp_path.iterdir()] == [journal_path(tmp_path, res.data, cfg).name]
+    assert lab.last_result is not None and len(calls) == 1
+    trial = lab.study.trials[0]
+    assert trial.state.name == "COMPLETE" and trial.params == {"method": "ndpp", "eps": lab.current_method().eps,
+                                                               "k": 5, "replicate": 0}
     lab.train()
     assert lab.wait(timeout=60) == first and len(calls) == 1 and lab.last_result is None
+    # a new lab on the same folder shows what the study holds, before training anything
+    again = TrainingLab(res, cfg, explorer=explorer, cache_dir=tmp_path)
+    assert again.records == [first] and list(again.traces["points-trained"].x) == [first["cross"][lab.key]]
+
+
+def test_lab_copies_what_a_sweep_trained(tiny, explorer, monkeypatch, tmp_path):
+    cfg, res = tiny
+    method = MethodConfig(name="ndpp", eps=0.3, k=5)
+    [swept] = run_sweep(res.data, res.old, cfg, [method], cache_dir=tmp_path, progress=False)
+    calls = counted(monkeypatch)
+    lab = TrainingLab(res, cfg, explorer=explorer, cache_dir=tmp_path)
+    explorer.eps_slider.value = 0.3
+    lab.train()
+    assert lab.wait(timeout=60) == swept and calls == []
+    assert lab.study.trials[0].system_attrs["bclviz:copied_from"].endswith("#0")
+
+
+def test_lab_shows_seeds_readouts_and_exports_a_chosen_point(tiny, explorer, tmp_path):
+    cfg, res = tiny
+    cfg2 = dataclasses.replace(cfg, seeds=2)
+    lab = TrainingLab(res, cfg2, explorer=explorer)
+    assert lab.readouts.value.startswith("compatibility tax: ")
+    assert format_headroom(res.results["headroom"]) in lab.readouts.value
+    assert format_tax(res.results["tax"], plus_minus="&plusmn;") in lab.readouts.value
+    explorer.eps_slider.value = 0.2
+    lab.train()
+    first = lab.wait(timeout=60)
+    explorer.method_toggle.value = "odpp"
+    lab.train()
+    second = lab.wait(timeout=60)
+    key = lab.key
+    assert [len(r["per_seed"]) for r in lab.records] == [2, 2] and lab.records == [first, second]
+    trained = lab.traces["points-trained"]
+    assert list(trained.error_y.array) == pytest.approx([first["self_ci"][key], second["self_ci"][key]])
+    assert trained.error_x.visible and trained.error_y.visible
+    points = tradeoff_points(res.results, metric=key) + sweep_points(lab.records, metric=key)
+    assert lab.monitor.front_labels() == [points[i]["label"] for i in
+                                          sorted(pareto_front(points), key=lambda i: points[i]["cross"])]
+    assert lab.progress.value == lab.progress.max == 2 * cfg.new_train.epochs
+    # a click on the second trained point chooses it; export writes its run config
+    lab.monitor._clicked(trained, type("Points", (), {"point_inds": [1]})(), None)
+    assert lab.choice.value == 1 and "odpp" in lab.status.value
+    path = lab.export_config(tmp_path / "chosen.yaml")
+    assert load_run_config(path).method == MethodConfig(**second["settings"])
+    lab.choice.value = -1
+    assert load_run_config(lab.export_config(tmp_path / "explorer.yaml")).method == lab.current_method()
+
+
+def test_pareto_monitor_draws_what_the_pure_functions_give(tiny):
+    cfg, res = tiny
+    key = f"mAP@{cfg.k}"
+    references = tradeoff_points(res.results, metric=key)
+    m_oo = res.results["old"]["self"][key]
+    chosen = []
+    monitor = ParetoMonitor(old_old=m_oo, metric=key, references=references, on_select=chosen.append)
+    assert list(monitor.traces["points-sweep"].x) == [] and list(monitor.traces["criterion"].x) == [m_oo, m_oo]
+    records = run_sweep(res.data, res.old, dataclasses.replace(cfg, seeds=2),
+                        [MethodConfig(name="proto"), MethodConfig(name="ndpp", eps=0.5)], cache_dir=None,
+                        progress=False, callback=monitor.update)
+    assert monitor.records == records
+    points = sweep_points(records, metric=key)
+    sweep = monitor.traces["points-sweep"]
+    assert (list(sweep.x), list(sweep.y)) == ([p["cross"] for p in points], [p["self"] for p in points])
+    assert list(sweep.error_x.array) == [p["cross_err"] for p in points]
+    everything = references + points
+    front = sorted(pareto_front(everything), key=lambda i: everything[i]["cross"])
+    assert list(monitor.traces["pareto"].x) == [everything[i]["cross"] for i in front]
+    ys = [p["self"] for p in everything]
+    assert min(monitor.traces["criterion"].y) < min(ys) and max(monitor.traces["criterion"].y) > max(ys)
+    assert monitor.select(1) == records[1] and chosen == [records[1]]
 
 
 def test_lab_export_config(tiny, explorer, tmp_path):
@@ -301,3 +378,23 @@ def test_lab_keeps_method_settings_from_cfg(tiny, explorer):
     lab = TrainingLab(res, cfg, explorer=explorer)
     explorer.eps_slider.value = 0.2
     assert lab.current_method() == MethodConfig(name="ndpp", lam=3.0, warmup_epochs=0, eps=0.2, k=5)
+
+
+def test_live_proxies_give_the_pure_state_and_are_reused(explorer, tiny):
+    from bclviz.proxies import LiveProxies
+
+    ex = explorer
+    assert isinstance(ex.live, LiveProxies) and ex.live.exact
+    for method in ("ndpp", "odpp"):
+        p = {**ex.params, "method": method, "k": 2}
+        plain = explorer_state(ex.old_protos, ex.new_protos, **p, features=ex.features, labels=ex.labels)
+        live = explorer_state(ex.old_protos, ex.new_protos, **p, live=ex.live)
+        torch.testing.assert_close(live["delta"], plain["delta"])
+        assert live["proxies"] == pytest.approx(plain["proxies"], abs=1e-9)
+    # above EXACT_CLASSES the pseudo-old proxies come from candidate lists: a lower bound on crowding
+    candidates = LiveProxies(ex.old_protos, ex.new_protos, ex.features, ex.labels, exact_classes=2, candidates=2)
+    cand = explorer_state(ex.old_protos, ex.new_protos, **{**ex.params, "k": 2}, live=candidates)
+    exact = pure(ex, k=2)
+    torch.testing.assert_close(cand["pseudo_old"], exact["pseudo_old"])
+    assert cand["proxies"]["crowding_pseudo_old"] <= exact["proxies"]["crowding_pseudo_old"] + 1e-6
+    assert cand["proxies"]["recognisability"] >= exact["proxies"]["recognisability"]

@@ -396,7 +396,7 @@ for _spec in (
                                new_train={"epochs": 40})),
         ),
         superclasses="bclviz.data.scenarios:glyph_superclasses",
-        default_scenario="weak-old",  # the clearest compatibility tax (data/README.md)
+        default_scenario="weak-old",  # the largest compatibility tax measured, about 0 (data/README.md)
     ),
     DatasetSpec(
         "gldv2", "bclviz.data.benchmarks:gldv2_data", "benchmark",

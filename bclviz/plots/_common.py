@@ -12,6 +12,9 @@ from plotly.colors import qualitative
 from .._validate import as_features, as_labels
 
 PALETTE: tuple[str, ...] = tuple(qualitative.Dark24 + qualitative.Light24)
+#: a 2-D trace with more points than this is drawn with WebGL (``go.Scattergl``): SVG
+#: slows down past a few thousand markers, WebGL draws 10,000 classes' prototypes at once
+WEBGL_POINTS = 2000
 _UID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -48,9 +51,12 @@ def _xyz(coords: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip("xyz", coords.T))
 
 
-def _scatter(coords: np.ndarray, **kw) -> go.Scatter | go.Scatter3d:
-    return (go.Scatter3d if coords.shape[1] == 3 else go.Scatter)(**_xyz(coords), **kw)
-
+def _scatter(coords: np.ndarray, **kw) -> go.Scatter | go.Scattergl | go.Scatter3d:
+    """A trace of ``coords`` (n, 2) or (n, 3): ``Scatter3d`` for 3 columns, ``Scattergl``
+    above :data:`WEBGL_POINTS` rows (NaN rows still break lines), else ``Scatter``."""
+    if coords.shape[1] == 3:
+        return go.Scatter3d(**_xyz(coords), **kw)
+    return (go.Scattergl if coords.shape[0] > WEBGL_POINTS else go.Scatter)(**_xyz(coords), **kw)
 
 
 

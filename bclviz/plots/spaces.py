@@ -84,8 +84,10 @@ def three_spaces_figure(
         Traces with stable uids (copied into ``meta``, which ``go.FigureWidget``
         keeps while it replaces uids): panel 1 ``old_features``, ``old_protos``; panel 2
         ``pseudo_space_features`` (the old features again), ``old_protos_ghost``,
-        ``pseudo_old_arrows`` (one NaN-separated polyline), ``pseudo_old_protos``;
-        panel 3 ``new_features``, ``new_protos``.
+        ``pseudo_old_arrows`` (one NaN-separated polyline, however many classes),
+        ``pseudo_old_protos``; panel 3 ``new_features``, ``new_protos``. 2-D traces of
+        more than :data:`~bclviz.plots._common.WEBGL_POINTS` points (features, prototype
+        sets, arrows of 10,000 classes) are ``go.Scattergl`` (WebGL), the others ``go.Scatter``.
     """
     missing = [b for b in SPACE_BLOCKS if b not in coords]
     if missing:

@@ -7,29 +7,10 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
+from ..pareto import pareto_front
 from ._common import PALETTE, _keep_uids, trace_uid
 
-
-def pareto_front(points: Sequence[Mapping]) -> list[int]:
-    """Indices (ascending) of points no other point dominates in both ``self`` and ``cross``.
-
-    ``j`` dominates ``i`` when ``self_j >= self_i`` and ``cross_j >= cross_i`` with at
-    least one strict; equal points do not dominate each other. NaN points are left out.
-    """
-    vals = [(float(p["cross"]), float(p["self"])) for p in points]
-    order = sorted((i for i, v in enumerate(vals) if not any(map(math.isnan, v))),
-                   key=lambda i: (-vals[i][0], -vals[i][1]))
-    front, best_above, pos = [], -math.inf, 0
-    while pos < len(order):  # groups of equal cross, highest cross first
-        end = pos
-        while end < len(order) and vals[order[end]][0] == vals[order[pos]][0]:
-            end += 1
-        top = vals[order[pos]][1]
-        if top > best_above:
-            front += [i for i in order[pos:end] if vals[i][1] == top]
-            best_above = top
-        pos = end
-    return sorted(front)
+__all__ = ["pareto_front", "tradeoff_points", "sweep_points", "tradeoff_figure"]
 
 
 def tradeoff_points(results: Mapping, *, metric: str | None = None, include_references: bool = True) -> list[dict]:

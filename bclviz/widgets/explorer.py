@@ -5,7 +5,9 @@ perturbation with :mod:`bclviz.perturb`, places the pseudo-old prototypes with t
 projection fitted once at construction, and updates only the pseudo-old trace, the
 arrow trace and the proxies text. A second line shows, from the experiment's results, the
 compatibility tax and the headroom of the independent model (what perturbation can win,
-before any tuning). Constructing the widget displays nothing; Jupyter
+before any tuning). :meth:`PerturbationExplorer.from_embeddings` builds the same explorer
+over embeddings of your own models (:func:`bclviz.features.load`), with their retrieval
+baseline and headroom on that line. Constructing the widget displays nothing; Jupyter
 renders it through :meth:`PerturbationExplorer._repr_mimebundle_`.
 """
 
@@ -22,10 +24,11 @@ import torch
 from .. import methods
 from ..config import MethodConfig
 from ..perturb import pseudo_old
-from ..proxies import crowding, drift, format_headroom, headroom, recognisability
+from ..proxies import LiveProxies, crowding, drift, format_headroom, headroom, recognisability
 
 __all__ = [
     "PerturbationMethod", "default_k", "explorer_state", "format_proxies", "format_readouts",
+    "format_inspection_readouts",
     "PerturbationExplorer", "measure_latency",
 ]
 
@@ -57,6 +60,7 @@ def explorer_state(
     neighbor_search: str = MethodConfig.neighbor_search,
     features=None,
     labels=None,
+    live: LiveProxies | None = None,
 ) -> dict:
     """Perturbation, pseudo-old prototypes and live proxies for one setting.
 
@@ -74,6 +78,11 @@ def explorer_state(
         prototypes.
     features, labels : optional old-model features (n, d) and their class ids (n,),
         indexing the prototype rows, for the recognisability proxy.
+    live : :class:`~bclviz.proxies.LiveProxies` of ``old_protos``, ``new_protos`` (and the
+        features), optional: reuse its old-space neighbour lists, old crowding and
+        headroom across calls, and take the pseudo-old proxies from it (the same numbers
+        up to :data:`bclviz.proxies.EXACT_CLASSES` classes, candidate-list proxies above).
+        ``features`` and ``labels`` are then ignored (the live set's are used).
 
     Returns
     -------
@@ -89,8 +98,22 @@ def explorer_state(
     cfg = MethodConfig(name=method, eps=eps, k=k, gamma=gamma, odpp_steps=steps, odpp_lr=lr,
                        eps_mode=eps_mode, neighbor_search=neighbor_search)
     old_protos, new_protos = torch.as_tensor(old_protos), torch.as_tensor(new_protos)
-    delta = methods.create_method(cfg).perturb(old_protos, new_protos, None)
+    method_obj = methods.create_method(cfg)
+    if live is not None:
+        method_obj.use_neighbors(old_protos, live.neighbors(k, neighbor_search))
+    delta = method_obj.perturb(old_protos, new_protos, None)
     q = pseudo_old(old_protos, delta)
+    if live is not None:
+        proxies = {
+            "crowding_old": live.crowding_old(),
+            "crowding_pseudo_old": live.crowding(q),
+            "drift_deg": math.degrees(drift(q, old_protos)),
+            "delta_mean": float(delta.norm(dim=1).mean()),
+            "headroom": live.headroom(k, neighbor_search),
+        }
+        if live.features is not None:
+            proxies["recognisability"] = live.recognisability(q)
+        return {"delta": delta, "pseudo_old": q, "proxies": proxies}
     proxies = {
         "crowding_old": crowding(old_protos),
         "crowding_pseudo_old": crowding(q),
@@ -132,6 +155,22 @@ def format_readouts(results: dict) -> str:
     return ("before tuning: " + " &nbsp;|&nbsp; ".join(parts)) if parts else ""
 
 
+def format_inspection_readouts(results: dict) -> str:
+    """The explorer's line of readouts for loaded embeddings (HTML): the retrieval baseline
+    of the two embedding sets as they are and the headroom of the new model
+    (``results["retrieval"]``, ``results["headroom"]`` of
+    :func:`bclviz.inspection.inspect_embeddings`); empty when it holds neither."""
+    parts = []
+    ret = results.get("retrieval")
+    if ret:
+        key = ret["metric"]
+        parts.append(f"{key} as they are: M(new, new) {ret['new_new'][key]:.3f}, M(new, old) "
+                     f"{ret['new_old'][key]:.3f}, M(old, old) {ret['old_old'][key]:.3f}")
+    if results.get("headroom"):
+        parts.append(f"headroom of the new model {format_headroom(results['headroom'])}")
+    return ("before tuning: " + " &nbsp;|&nbsp; ".join(parts)) if parts else ""
+
+
 def _subsample(data, max_points: int, seed: int):
     n = len(data)
     if n <= max_points:
@@ -141,13 +180,14 @@ def _subsample(data, max_points: int, seed: int):
 
 
 class PerturbationExplorer:
-    """Interactive NDPP/ODPP explorer over a trained experiment.
+    """Interactive NDPP/ODPP explorer over a trained experiment, or over loaded embeddings.
 
     Parameters
     ----------
     result : :class:`~bclviz.experiment.ExperimentResult`
         A trained experiment; its new model ``reference`` provides ``P_o`` and ``P_n``
-        (``state["old_protos"]``, ``state["new_protos"]``) and the new features.
+        (``state["old_protos"]``, ``state["new_protos"]``) and the new features. For
+        embeddings of your own models use :meth:`from_embeddings` instead.
     method : initial method, ``"ndpp"`` or ``"odpp"``.
     projection : ``"pca"``, ``"umap"``, ``"raw"`` (d <= 3) or ``"auto"`` (raw for d <= 3,
         else UMAP), fitted once at construction (:func:`bclviz.projection.project_spaces`).
@@ -169,6 +209,12 @@ class PerturbationExplorer:
     method_toggle, eps_slider, k_slider, gamma_slider, proxies_html : the controls.
     readouts_html : :func:`format_readouts` of ``result.results`` (fixed).
     state : the latest :func:`explorer_state` result.
+    result, reference : the experiment and the new model shown (``None`` for embeddings).
+    old_protos, new_protos, features, labels : what :func:`explorer_state` is called with.
+    live : the :class:`~bclviz.proxies.LiveProxies` every update reuses (neighbour lists,
+        old crowding, headroom; candidate-list proxies above 2,000 classes), so that an
+        update at 10,000 classes computes nothing C x C and only assigns the x/y arrays
+        of the pseudo-old traces in one ``batch_update``.
     """
 
     def __init__(
@@ -184,11 +230,6 @@ class PerturbationExplorer:
         max_points: int = 2000,
         seed: int = 0,
     ) -> None:
-        import ipywidgets as w
-        import plotly.graph_objects as go
-
-        from ..plots import three_spaces_figure
-        from ..projection import project_spaces
         from ..train import embed
         from ..views import preferred_method, result_blocks
 
@@ -199,23 +240,94 @@ class PerturbationExplorer:
             raise ValueError(f"reference must name a trained new model; available: {sorted(result.new)}")
         self.result, self.reference = result, reference
         state = result.new[reference].state
-        self.old_protos, self.new_protos = state["old_protos"], state["new_protos"]
+        if state["old_protos"].shape[0] < 2:
+            raise ValueError(f"the explorer needs at least 2 classes, got {state['old_protos'].shape[0]}")
+        x, labels = _subsample(result.data.new_train, max_points, seed)
+        blocks, feature_labels = result_blocks(result, reference, max_points=max_points, seed=seed)
+        trained = {name: MethodConfig(**rec["settings"])
+                   for name, rec in result.results.get("methods", {}).items() if "settings" in rec}
+        self._build(state["old_protos"], state["new_protos"], embed(result.old.model, x), labels, blocks,
+                    feature_labels, trained=trained, method=method, projection=projection, eps=eps, k=k,
+                    gamma=gamma, seed=seed, readouts=format_readouts(result.results),
+                    title=f"pseudo-old space of {reference}")
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        embeddings,
+        inspection=None,
+        *,
+        method: PerturbationMethod | None = None,
+        projection: Literal["pca", "umap", "raw", "auto"] = "auto",
+        eps: float | None = None,
+        k: int | None = None,
+        gamma: float | None = None,
+        max_points: int = 2000,
+        seed: int = 0,
+    ) -> "PerturbationExplorer":
+        """The explorer over embeddings of your own old and new models.
+
+        Parameters
+        ----------
+        embeddings : :class:`~bclviz.features.Embeddings`
+            From :func:`bclviz.features.load`: ``P_o`` and ``P_n`` are the class
+            prototypes of its old and new embeddings (:func:`bclviz.inspection.prototypes`).
+        inspection : :class:`~bclviz.inspection.Inspection`, optional
+            :func:`bclviz.inspection.inspect_embeddings` of ``embeddings``: its prototypes,
+            its setting (initial method, eps, k, gamma) and its retrieval baseline and
+            headroom (the readouts line). Default: prototypes only (no retrieval).
+        method, eps, k, gamma : initial controls; default the inspection's setting, else
+            NDPP with the :class:`~bclviz.config.MethodConfig` defaults.
+        projection, max_points, seed : as in the constructor; the features drawn are
+            old and new embeddings of at most ``max_points`` items, the old ones also
+            feed the recognisability proxy.
+        """
+        from ..inspection import inspect_embeddings
+        from ..views import embedding_blocks
+
+        if inspection is None:
+            name = method or "ndpp"
+            _check_method(name)
+            base = MethodConfig(name=name, k=k, **({} if eps is None else {"eps": eps}),
+                                **({} if gamma is None else {"gamma": gamma}))
+            inspection = inspect_embeddings(embeddings, method=base, retrieval_k=None)
+        setting = inspection.method
+        method = setting.name if method is None else method
+        blocks, labels = embedding_blocks(embeddings, inspection, max_points=max_points, seed=seed)
+        self = cls.__new__(cls)
+        self.result = self.reference = None
+        self._build(inspection.old_protos, inspection.new_protos, torch.from_numpy(blocks["old_features"]),
+                    torch.from_numpy(labels), blocks, labels, trained={setting.name: setting}, method=method,
+                    projection=projection, eps=eps, k=k, gamma=gamma, seed=seed,
+                    readouts=format_inspection_readouts(inspection.results),
+                    title="pseudo-old space of your embeddings", class_names=embeddings.class_names)
+        return self
+
+    def _build(self, old_protos, new_protos, features, labels, blocks, feature_labels, *, trained, method,
+               projection, eps, k, gamma, seed, readouts, title, class_names=None) -> None:
+        """Fit the projection, make the controls and the figure, draw the first state."""
+        import ipywidgets as w
+        import plotly.graph_objects as go
+
+        from ..plots import three_spaces_figure
+        from ..projection import FIT_ROWS, project_spaces
+        from ..views import block_labels
+
+        _check_method(method)
+        self.old_protos, self.new_protos = old_protos, new_protos
         num_classes = self.old_protos.shape[0]
         if num_classes < 2:
             raise ValueError(f"the explorer needs at least 2 classes, got {num_classes}")
-        x, self.labels = _subsample(result.data.new_train, max_points, seed)
-        self.features = embed(result.old.model, x)
-
-        blocks, feature_labels = result_blocks(result, reference, max_points=max_points, seed=seed)
-        self.projection = project_spaces(blocks, method=projection, random_state=seed)
+        self.features, self.labels = features, labels
+        self.live = LiveProxies(old_protos, new_protos, features, labels)
+        self.projection = project_spaces(blocks, method=projection, random_state=seed, max_fit_rows=FIT_ROWS,
+                                         labels=block_labels(blocks, feature_labels))
         self._old_coords = self.projection.embedding_["old_protos"]
-
-        self.trained = {name: MethodConfig(**rec["settings"])
-                        for name, rec in result.results.get("methods", {}).items() if "settings" in rec}
-        trained = result.results.get("methods", {}).get(method, {}).get("settings", {})
-        eps = trained.get("eps", MethodConfig.eps) if eps is None else eps
-        gamma = trained.get("gamma", MethodConfig.gamma) if gamma is None else gamma
-        k = (trained.get("k") or default_k(method)) if k is None else k
+        self.trained = trained
+        setting = trained.get(method)
+        eps = (setting.eps if setting else MethodConfig.eps) if eps is None else eps
+        gamma = (setting.gamma if setting else MethodConfig.gamma) if gamma is None else gamma
+        k = ((setting.k if setting else None) or default_k(method)) if k is None else k
         self.method_toggle = w.ToggleButtons(options=[(m.upper(), m) for m in methods.perturbing_methods()],
                                              value=method, description="method")
         self.eps_slider = w.FloatSlider(value=eps, min=0.0, max=1.0, step=0.02, description="eps",
@@ -225,9 +337,9 @@ class PerturbationExplorer:
         self.gamma_slider = w.FloatSlider(value=gamma, min=0.0, max=1.0, step=0.01, description="gamma",
                                           disabled="gamma" not in methods.method_class(method).knobs)
         self.proxies_html = w.HTML()
-        self.readouts_html = w.HTML(format_readouts(result.results))
-        figure = three_spaces_figure(self.projection.embedding_, feature_labels)
-        figure.update_layout(title=f"pseudo-old space of {reference} ({self.projection.method_})")
+        self.readouts_html = w.HTML(readouts)
+        figure = three_spaces_figure(self.projection.embedding_, feature_labels, class_names=class_names)
+        figure.update_layout(title=f"{title} ({self.projection.method_})")
         self.fig = go.FigureWidget(figure)
         # FigureWidget gives its traces fresh uids; keep the builder's names by position
         self.traces = {trace.uid: widget_trace for trace, widget_trace in zip(figure.data, self.fig.data)}
@@ -264,7 +376,8 @@ class PerturbationExplorer:
         cfg = self.method_config()
         return explorer_state(self.old_protos, self.new_protos, method=cfg.name, eps=cfg.eps, k=cfg.k,
                               gamma=cfg.gamma, steps=cfg.odpp_steps, lr=cfg.odpp_lr, eps_mode=cfg.eps_mode,
-                              neighbor_search=cfg.neighbor_search, features=self.features, labels=self.labels)
+                              neighbor_search=cfg.neighbor_search, features=self.features, labels=self.labels,
+                              live=self.live)
 
     def update(self) -> None:
         """Recompute the state and redraw the pseudo-old prototypes, arrows and proxies."""
