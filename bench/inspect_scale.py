@@ -234,9 +234,9 @@ def main(argv=None) -> dict:
     ins, base, ex = results["inspect"], results["baseline"], results["explorer"]
     out = {
         "n": args.n, "classes": args.classes, "dim": args.dim,
-        "inspect_seconds": round(ins["seconds"], 2), "inspect_peak_mib": ins["peak_mib"],
-        "inspect_file_mib": ins["file_mib"], "load_seconds": round(ins["load_seconds"], 2),
-        "baseline_seconds": round(base["seconds"], 2), "baseline_peak_mib": base["peak_mib"],
+        "inspect_seconds": round(ins["seconds"], 4), "inspect_peak_mib": ins["peak_mib"],
+        "inspect_file_mib": ins["file_mib"], "load_seconds": round(ins["load_seconds"], 4),
+        "baseline_seconds": round(base["seconds"], 4), "baseline_peak_mib": base["peak_mib"],
         "baseline_file_mib": base["file_mib"],
         "inspect_anon_peak_mib": round(ins["peak_mib"] - ins["file_mib"], 1),
         "baseline_anon_peak_mib": round(base["peak_mib"] - base["file_mib"], 1),
