@@ -26,7 +26,7 @@ from ._validate import as_features, check_non_negative, check_positive_int
 from .neighbors import class_neighbors
 
 __all__ = [
-    "ndpp", "odpp", "odpp_objective", "pseudo_old", "check_prototypes", "budgets", "excess_crowding",
+    "ndpp", "ndpp_direction", "odpp", "odpp_objective", "pseudo_old", "check_prototypes", "budgets", "excess_crowding",
     "old_neighbors", "EPS_MODES",
 ]
 
@@ -234,7 +234,24 @@ def ndpp(
     if eps == 0:
         return torch.zeros_like(p_o)
     nbr = _neighbor_lists(p_o, k, neighbors)
-    return _ndpp(p_o, p_n, nbr, budgets(p_o, p_n, nbr, eps, eps_mode))
+    return eps * _ndpp(p_o, p_n, nbr, budgets(p_o, p_n, nbr, 1.0, eps_mode))
+
+
+def ndpp_direction(
+    old_protos, new_protos, *, k: int = 5, eps_mode: EpsMode = "absolute", neighbors: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """NDPP's step per unit of eps (C, d): ``ndpp(..., eps=eps) == eps * ndpp_direction(...)``.
+
+    Every budget mode scales linearly with ``eps`` (:func:`budgets`), and nothing else in
+    NDPP depends on it, so :func:`ndpp` computes exactly this and multiplies by ``eps``
+    (the same floating-point result). Keep it while ``P_o``, ``P_n``, ``k`` and the budget
+    mode stay the same (e.g. while an eps slider moves): every eps is then an O(C d)
+    product instead of an O(C k d) pass. Arguments as in :func:`ndpp`.
+    """
+    p_o, p_n = check_prototypes(old_protos, new_protos, k=k)
+    _check_eps_mode(eps_mode)
+    nbr = _neighbor_lists(p_o, k, neighbors)
+    return _ndpp(p_o, p_n, nbr, budgets(p_o, p_n, nbr, 1.0, eps_mode))
 
 
 def _ndpp(p_o: torch.Tensor, p_n: torch.Tensor, nbr: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:

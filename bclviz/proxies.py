@@ -11,10 +11,10 @@ The perturbation explorer shows them live while a slider moves:
   whether a perturbation has anything to win, measurable before any NDPP/ODPP run.
 
 :class:`LiveProxies` serves a slider: what depends only on ``P_o``, ``P_n`` and the
-features (old-space neighbour lists, old crowding, headroom per ``k``) is computed once,
-and above :data:`EXACT_CLASSES` classes the proxies of a moving prototype set are taken
-over candidate lists from the old space, so that an update costs O(C K d), never
-O(C^2 d).
+features (old-space neighbour lists, old crowding, headroom per ``k``, NDPP's direction) is
+computed once, and above :data:`EXACT_CLASSES` classes the proxies of a moving prototype
+set are estimated on fixed samples of classes and features over candidate lists from
+the old space, so that an update costs O(m K d) for samples of m, never O(C^2 d).
 """
 
 from __future__ import annotations
@@ -24,11 +24,15 @@ import torch.nn.functional as F
 
 from ._validate import as_features, as_labels, check_positive_int
 from .neighbors import class_neighbors
-from .perturb import NeighborSearch, _neighbor_lists, check_prototypes, old_neighbors
+from .perturb import NeighborSearch, _neighbor_lists, check_prototypes, ndpp_direction, old_neighbors
 
 __all__ = ["crowding", "drift", "recognisability", "headroom", "format_headroom", "LiveProxies",
-           "EXACT_CLASSES", "CANDIDATES"]
+           "EXACT_CLASSES", "CANDIDATES", "SAMPLE_CLASSES", "SAMPLE_FEATURES"]
 
+#: :class:`LiveProxies` above :data:`EXACT_CLASSES`: the classes and the features its
+#: crowding and recognisability estimates are taken over (fixed random samples)
+SAMPLE_CLASSES = 2000
+SAMPLE_FEATURES = 4096
 #: classes per block in :func:`headroom`: (block, k, d) temporaries, never (C, C)
 _BLOCK = 1024
 #: :class:`LiveProxies` computes the proxies of a moving prototype set exactly up to this
@@ -67,13 +71,18 @@ def crowding(protos, *, neighbors: torch.Tensor | None = None, candidates: torch
         nbr = class_neighbors(p, 1)[:, 0] if neighbors is None else _neighbor_lists(p, 1, neighbors)[:, 0]
         return float((p * p[nbr]).sum(1).mean())
     idx = _check_candidates(candidates, p.shape[0], p.shape[0], "C")
-    best = torch.empty(p.shape[0], dtype=p.dtype)
-    for s in range(0, p.shape[0], _BLOCK):
-        rows = idx[s : s + _BLOCK]
+    return _candidate_crowding(p, torch.arange(p.shape[0]), idx)
+
+
+def _candidate_crowding(p: torch.Tensor, classes: torch.Tensor, idx: torch.Tensor) -> float:
+    """Mean over ``classes`` (m,) of the largest cosine to their candidates ``idx`` (m, K),
+    the class itself excluded; ``p`` normalised (C, d)."""
+    best = torch.empty(classes.shape[0], dtype=p.dtype)
+    for s in range(0, classes.shape[0], _BLOCK):
+        rows, cls = idx[s : s + _BLOCK], classes[s : s + _BLOCK]
         sims = torch.bmm(p.index_select(0, rows.reshape(-1)).view(*rows.shape, -1),
-                         p[s : s + _BLOCK].unsqueeze(2)).squeeze(2)
-        own = rows == torch.arange(s, s + rows.shape[0]).unsqueeze(1)
-        best[s : s + _BLOCK] = sims.masked_fill(own, -torch.inf).amax(1)
+                         p.index_select(0, cls).unsqueeze(2)).squeeze(2)
+        best[s : s + _BLOCK] = sims.masked_fill(rows == cls.unsqueeze(1), -torch.inf).amax(1)
     return float(best.mean())
 
 
@@ -170,15 +179,23 @@ class LiveProxies:
 
     What depends only on the fixed inputs is computed once and kept: the old-space
     neighbour lists per search mode (at least :data:`CANDIDATES` wide; also handed to
-    the perturbation, :func:`bclviz.explorer_state`), the old crowding and the headroom
-    per ``k``. The proxies of a moving (pseudo-old) prototype set ``q`` are exact up to
-    ``exact_classes`` classes; above, :func:`crowding` takes each class's max over its
-    old-space candidates and :func:`recognisability` compares each feature with its
-    own class and its ``candidates`` nearest old prototypes (searched once), so that an
-    update costs O((C + n) K d), never a C x C or n x C product. ``q`` stays close to
-    ``P_o`` (``||delta|| <= eps``), so the candidates hold the answer except for moves
-    large enough to bring a far class nearest; ``bench/inspect_scale.py`` measures the
-    difference to the exact values at 10,000 classes.
+    the perturbation, :func:`bclviz.explorer_state`), the old crowding, the headroom
+    per ``k`` and NDPP's step per unit of eps (:meth:`ndpp_direction`). The proxies of a
+    moving (pseudo-old) prototype set ``q`` are exact up to ``exact_classes`` classes.
+    Above, they are estimated so that an update costs O(m K d) with m fixed, never a
+    C x C or n x C product:
+
+    - crowding: the mean over a fixed random sample of ``sample_classes`` classes of
+      each one's max cosine over its ``candidates`` old-space nearest classes;
+    - recognisability: a fixed random sample of ``sample_features`` features, each
+      compared with its own class and its ``candidates`` nearest old prototypes
+      (searched once).
+
+    ``q`` stays close to ``P_o`` (``||delta|| <= eps``), so the candidates hold the
+    answer except for moves large enough to bring a far class nearest; the samples add
+    a standard error of at most ``0.5 / sqrt(m)`` to recognisability (a fraction).
+    ``bench/inspect_scale.py`` measures the difference to the exact values at 10,000
+    classes.
 
     Parameters
     ----------
@@ -187,6 +204,9 @@ class LiveProxies:
         :func:`recognisability`.
     exact_classes : int, default :data:`EXACT_CLASSES`
     candidates : int, default :data:`CANDIDATES` (capped at C - 1)
+    sample_classes, sample_features : int, defaults :data:`SAMPLE_CLASSES`,
+        :data:`SAMPLE_FEATURES` (every class / feature when there are fewer)
+    seed : int, default 0, of the two samples
 
     Attributes
     ----------
@@ -195,17 +215,28 @@ class LiveProxies:
     """
 
     def __init__(self, old_protos, new_protos, features=None, labels=None, *,
-                 exact_classes: int = EXACT_CLASSES, candidates: int = CANDIDATES) -> None:
+                 exact_classes: int = EXACT_CLASSES, candidates: int = CANDIDATES,
+                 sample_classes: int = SAMPLE_CLASSES, sample_features: int = SAMPLE_FEATURES,
+                 seed: int = 0) -> None:
         p_o, _ = check_prototypes(old_protos, new_protos, k=1)  # validation; the functions normalise
         self.old_protos, self.new_protos = torch.as_tensor(old_protos), torch.as_tensor(new_protos)
         num_classes = p_o.shape[0]
         self.exact = num_classes <= exact_classes
         self.width = min(check_positive_int(candidates, "candidates"), num_classes - 1)
         self.features, self.labels = features, labels
+        gen = torch.Generator().manual_seed(int(seed))
+        m = min(check_positive_int(sample_classes, "sample_classes"), num_classes)
+        self.class_sample = torch.randperm(num_classes, generator=gen)[:m].sort().values
+        self.feature_sample: torch.Tensor | None = None
+        if features is not None:
+            n = len(features)
+            m = min(check_positive_int(sample_features, "sample_features"), n)
+            self.feature_sample = torch.randperm(n, generator=gen)[:m].sort().values
         self._neighbors: dict[str, torch.Tensor] = {}
         self._headroom: dict[tuple[int, str], float] = {}
+        self._directions: dict[tuple[int, str, str], torch.Tensor] = {}
         self._crowding_old: float | None = None
-        self._feature_candidates: torch.Tensor | None = None
+        self._sampled_features: tuple | None = None
 
     def neighbors(self, k: int, search: NeighborSearch = "exact") -> torch.Tensor:
         """Old-space neighbour lists (C, >= k) of ``search``, searched once per mode (wider when k grows)."""
@@ -214,6 +245,16 @@ class LiveProxies:
             nbr = old_neighbors(self.old_protos, max(k, self.width), search=search)
             self._neighbors[search] = nbr
         return nbr
+
+    def ndpp_direction(self, k: int, eps_mode: str = "absolute", search: NeighborSearch = "exact") -> torch.Tensor:
+        """:func:`bclviz.perturb.ndpp_direction` over the cached neighbour lists, once per
+        ``(k, eps_mode, search)``: NDPP at any eps is then ``eps`` times it, the very
+        number :func:`bclviz.ndpp` computes."""
+        key = (int(k), eps_mode, search)
+        if key not in self._directions:
+            self._directions[key] = ndpp_direction(self.old_protos, self.new_protos, k=k, eps_mode=eps_mode,
+                                                   neighbors=self.neighbors(k, search))
+        return self._directions[key]
 
     def crowding_old(self) -> float:
         """:func:`crowding` of ``P_o`` (exact), computed once."""
@@ -231,22 +272,30 @@ class LiveProxies:
         return self._headroom[key]
 
     def crowding(self, protos) -> float:
-        """:func:`crowding` of a moved prototype set (C, d): exact, or over the old-space candidates."""
+        """:func:`crowding` of a moved prototype set (C, d): exact, or over the class sample and candidates."""
         if self.exact:
             return crowding(protos)
-        return crowding(protos, candidates=self.neighbors(self.width, "exact")[:, : self.width])
+        p = F.normalize(as_features(protos, "protos", dim=self.old_protos.shape[1]), dim=1)
+        if p.shape[0] != self.old_protos.shape[0]:
+            raise ValueError(f"protos has {p.shape[0]} rows, expected {self.old_protos.shape[0]}")
+        cls = self.class_sample
+        return _candidate_crowding(p, cls, self.neighbors(self.width, "exact").index_select(0, cls)[:, : self.width])
 
     def recognisability(self, protos) -> float:
-        """:func:`recognisability` of the features against ``protos`` (C, d): exact, or over candidates."""
+        """:func:`recognisability` of the features against ``protos`` (C, d): exact, or over
+        the feature sample and candidates."""
         if self.features is None:
             raise ValueError("recognisability needs features and labels; pass them to LiveProxies")
         if self.exact:
             return recognisability(self.features, self.labels, protos)
-        if self._feature_candidates is None:
+        if self._sampled_features is None:
             (p_o,) = check_prototypes(self.old_protos)
-            f = F.normalize(as_features(self.features, "features", dim=p_o.shape[1]), dim=1).to(p_o.dtype)
-            rows = []
-            for s in range(0, f.shape[0], _BLOCK):  # (block, C) similarities at a time
-                rows.append((f[s : s + _BLOCK] @ p_o.T).topk(self.width, dim=1).indices)
-            self._feature_candidates = torch.cat(rows)
-        return recognisability(self.features, self.labels, protos, candidates=self._feature_candidates)
+            rows = self.feature_sample
+            f = F.normalize(as_features(torch.as_tensor(self.features)[rows], "features", dim=p_o.shape[1]), dim=1)
+            f = f.to(p_o.dtype)
+            y = torch.as_tensor(self.labels)[rows]
+            near = torch.cat([(f[s : s + _BLOCK] @ p_o.T).topk(self.width, dim=1).indices
+                              for s in range(0, f.shape[0], _BLOCK)])  # (block, C) similarities at a time
+            self._sampled_features = (f, y, near)
+        f, y, near = self._sampled_features
+        return recognisability(f, y, protos, candidates=near)

@@ -15,6 +15,10 @@ training code people come from:
   ``eval/old/<metric>`` (``M(old, old)``) and ``eval/compatibility_gain`` at the new
   model's last epoch, for every evaluation the run makes (one, after training).
 
+The training lab (:class:`bclviz.widgets.TrainingLab`, ``log="tensorboard"``) writes the
+same ``new/<key>`` records and ``eval/self``, ``eval/cross`` for every (setting, seed)
+it trains, one run folder each.
+
 Logging reads the records and changes no number. Under ``torchrun`` only rank 0 writes;
 the others get a :class:`RunLog`. TensorBoard is optional: ``pip install
 'bclviz[tensorboard]'``.
@@ -28,7 +32,7 @@ from typing import Literal
 
 from .distributed import dist_info
 
-__all__ = ["LogTarget", "LOG_TARGETS", "RunLog", "TensorBoardLog", "open_run_log", "check_log_target"]
+__all__ = ["LogTarget", "LOG_TARGETS", "RunLog", "TensorBoardLog", "open_run_log", "check_log_target", "require_log"]
 
 LogTarget = Literal["tensorboard"]
 #: the values of ``bclviz train --log`` and of a run config's ``log`` key (besides none)
@@ -55,6 +59,9 @@ class RunLog:
 
     def evaluation(self, metrics: dict, step: int) -> None:
         """The run's metrics (as in ``metrics.json``) after training, at ``step``."""
+
+    def scores(self, pairs: dict[str, dict], step: int) -> None:
+        """Retrieval metrics by side (``{"self": M(new, new), "cross": M(new, old), ...}``) at ``step``."""
 
     def close(self) -> None:
         """Flush and close what was opened."""
@@ -92,20 +99,38 @@ class TensorBoardLog(RunLog):
         self._writer.flush()
 
     def evaluation(self, metrics: dict, step: int) -> None:
-        for pair, side in _PAIRS.items():
-            for key, value in metrics[pair].items():
-                if key != "n_queries":
-                    self._writer.add_scalar(f"eval/{side}/{key}", value, step)
+        self._write_scores({side: metrics[pair] for pair, side in _PAIRS.items()}, step)
         self._writer.add_scalar("eval/compatibility_gain", metrics["compatibility_gain"], step)
         self._writer.flush()
+
+    def scores(self, pairs: dict[str, dict], step: int) -> None:
+        self._write_scores(pairs, step)
+        self._writer.flush()
+
+    def _write_scores(self, pairs: dict[str, dict], step: int) -> None:
+        for side, values in pairs.items():
+            for key, value in values.items():
+                if key != "n_queries":
+                    self._writer.add_scalar(f"eval/{side}/{key}", value, step)
 
     def close(self) -> None:
         self._writer.close()
 
 
-def open_run_log(log: LogTarget | str | None, run_dir: str | os.PathLike) -> RunLog:
-    """The run log ``log`` asks for: a :class:`TensorBoardLog` in ``run_dir/tensorboard`` on
-    rank 0 for ``"tensorboard"``, else a :class:`RunLog` that records nothing.
+def require_log(log) -> LogTarget | None:
+    """:func:`check_log_target`, and for ``"tensorboard"`` an ``ImportError`` naming the
+    extra to install when the tensorboard package is missing."""
+    log = check_log_target(log)
+    if log is not None:
+        _summary_writer()
+    return log
+
+
+def open_run_log(log: LogTarget | str | None, run_dir: str | os.PathLike, *,
+                 subdir: str | None = "tensorboard") -> RunLog:
+    """The run log ``log`` asks for: a :class:`TensorBoardLog` in ``run_dir/tensorboard``
+    (``run_dir`` itself with ``subdir=None``) on rank 0 for ``"tensorboard"``, else a
+    :class:`RunLog` that records nothing.
 
     Every rank checks that TensorBoard is installed (``ImportError`` naming the extra to
     install), so a missing package stops all of them before training.
@@ -116,4 +141,4 @@ def open_run_log(log: LogTarget | str | None, run_dir: str | os.PathLike) -> Run
     _summary_writer()  # on every rank: a missing package stops them all
     if dist_info().rank != 0:
         return RunLog()
-    return TensorBoardLog(Path(run_dir) / "tensorboard")
+    return TensorBoardLog(Path(run_dir) / subdir if subdir else Path(run_dir))

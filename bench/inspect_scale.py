@@ -22,9 +22,12 @@ model separates them. Then, each in a fresh child process:
    :func:`bclviz.widgets.explorer.measure_latency`: the perturbation, the live proxies,
    the placement of the pseudo-old prototypes and the FigureWidget trace update (the
    Python side; no browser). ``redraw_median_ms`` is the placement + trace update
-   alone, ``perturb_median_ms`` the perturbation alone (neighbour lists known). The
-   candidate-list proxies (above 2,000 classes) are compared with the exact ones at the
-   last state. Target: median under 100 ms.
+   alone, ``perturb_median_ms`` the perturbation alone as training computes it (a fresh
+   method object, neighbour lists known: NDPP's full pass, ODPP's 30 steps). Above 2,000
+   classes ODPP runs in the explorer's worker thread: ``median_ms`` is then the time
+   until the provisional state is drawn and ``exact_median_ms`` until the exact one. The
+   sampled candidate-list proxies (above 2,000 classes) are compared with the exact ones
+   at the last state. Target: median under 100 ms.
 
 Peak RSS counts the file pages mapped from the memory-mapped inputs (reclaimable page
 cache, not allocations); ``*_file_mib`` is the resident file-backed growth at the end of
@@ -190,13 +193,19 @@ def child_explorer(directory: Path, updates: int) -> dict:
                  "recognisability": recognisability(ex.features, ex.labels, q)}
         out["methods"][method] = {
             "median_ms": round(lat["median_ms"], 1), "p95_ms": round(lat["p95_ms"], 1), "n": lat["n"],
+            "background": lat["background"],
+            **({"exact_median_ms": round(lat["exact_median_ms"], 1), "exact_p95_ms": round(lat["exact_p95_ms"], 1)}
+               if lat["background"] else {}),
             "redraw_median_ms": round(float(np.median(redraw)), 1),
             "perturb_median_ms": round(float(np.median(perturb)), 1),
             "eps": ex.params["eps"], "k": ex.params["k"],
             "proxy_diff_vs_exact": {key: round(abs(proxies[key] - v), 6) for key, v in exact.items()},
         }
     out["median_ms"] = max(m["median_ms"] for m in out["methods"].values())
-    out["target_met"] = {name: m["median_ms"] < TARGET_MS for name, m in out["methods"].items()}
+    # the target counts the perturbation done: for a background ODPP, the exact state drawn
+    out["target_met"] = {name: m.get("exact_median_ms", m["median_ms"]) < TARGET_MS
+                         for name, m in out["methods"].items()}
+    out["first_draw_met"] = {name: m["median_ms"] < TARGET_MS for name, m in out["methods"].items()}
     return out
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bclviz.neighbors import class_neighbors, ivf_cells
-from bclviz.perturb import ndpp, odpp, odpp_objective, old_neighbors, pseudo_old
+from bclviz.perturb import ndpp, ndpp_direction, odpp, odpp_objective, old_neighbors, pseudo_old
 from bclviz.proxies import crowding
 
 
@@ -130,6 +130,16 @@ def test_ndpp_budget_modes_match_naive_loop(seed, mode):
     for eps in (0.1, 0.5, 2.0):
         got = ndpp(P_o, P_n, eps=eps, k=3, eps_mode=mode)
         torch.testing.assert_close(got, naive_ndpp(P_o, P_n, eps, 3, mode), atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("mode", ["absolute", "relative", "nearest-angle"])
+def test_ndpp_is_eps_times_its_direction(mode):
+    """Every budget is linear in eps, so NDPP is eps times a direction (what the explorer caches)."""
+    P_o, P_n = random_protos(12, 6, 5)
+    direction = ndpp_direction(P_o, P_n, k=3, eps_mode=mode)
+    for eps in (0.0, 0.25, 1.0):
+        assert torch.equal(ndpp(P_o, P_n, eps=eps, k=3, eps_mode=mode), eps * direction)
+        torch.testing.assert_close(eps * direction, naive_ndpp(P_o, P_n, eps, 3, mode), atol=1e-10, rtol=1e-8)
 
 
 def test_odpp_objective_matches_naive():

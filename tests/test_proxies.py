@@ -171,3 +171,34 @@ def test_live_proxies_are_exact_up_to_exact_classes_and_use_candidates_above(mon
     for _ in range(3):
         live.crowding(q), live.recognisability(q), live.headroom(3), live.crowding_old()
     assert calls == []
+
+
+def test_live_proxies_above_exact_classes_are_sample_estimates_of_a_naive_loop():
+    from bclviz.perturb import old_neighbors
+    from bclviz.proxies import LiveProxies
+
+    p_o, p_n, f, y = _clustered()
+    q = torch.nn.functional.normalize(p_o + 0.2 * (p_n - p_o), dim=1)
+    live = LiveProxies(p_o, p_n, f, y, exact_classes=10, candidates=5, sample_classes=20, sample_features=50, seed=3)
+    again = LiveProxies(p_o, p_n, f, y, exact_classes=10, candidates=5, sample_classes=20, sample_features=50, seed=3)
+    assert torch.equal(live.class_sample, again.class_sample) and torch.equal(live.feature_sample, again.feature_sample)
+    assert live.class_sample.unique().numel() == 20 and live.feature_sample.unique().numel() == 50
+    cand = old_neighbors(p_o, 5)
+    want = sum(max(float(q[c] @ q[j]) for j in cand[c].tolist() if j != c) for c in live.class_sample.tolist()) / 20
+    assert live.crowding(q) == pytest.approx(want, abs=1e-6)
+    fn = torch.nn.functional.normalize(f, dim=1)
+    hits = 0
+    for i in live.feature_sample.tolist():
+        near = (fn[i] @ p_o.T).topk(5).indices.tolist()
+        scores = {j: float(fn[i] @ q[j]) for j in set(near) | {int(y[i])}}
+        best = max(scores.values())
+        hits += min(j for j, v in scores.items() if v == best) == int(y[i])
+    assert live.recognisability(q) == pytest.approx(hits / 50)
+    # NDPP's direction is cached per (k, budget mode, search) and is bclviz.ndpp per unit eps
+    from bclviz.perturb import ndpp
+
+    d = live.ndpp_direction(3, "relative")
+    assert live.ndpp_direction(3, "relative") is d
+    assert torch.equal(0.7 * d, ndpp(p_o, p_n, eps=0.7, k=3, eps_mode="relative"))
+    with pytest.raises(ValueError, match="sample_classes"):
+        LiveProxies(p_o, p_n, sample_classes=0)

@@ -191,10 +191,46 @@ def test_odpp_k_and_gamma(explorer):
 def test_measure_latency_restores_the_slider(explorer):
     explorer.eps_slider.value = 0.2
     timing = measure_latency(explorer, n=4)
-    assert set(timing) == {"median_ms", "p95_ms", "n", "method"} and timing["n"] == 4
-    assert 0 < timing["median_ms"] <= timing["p95_ms"]
+    assert set(timing) == {"median_ms", "p95_ms", "n", "method", "background"} and timing["n"] == 4
+    assert 0 < timing["median_ms"] <= timing["p95_ms"] and timing["background"] is False
     assert explorer.eps_slider.value == 0.2
     assert_figure_matches(explorer, eps=0.2)
+
+
+def test_background_odpp_draws_a_provisional_state_then_the_exact_one(tiny, monkeypatch):
+    """ODPP in a worker thread: a move draws at once the last result scaled to the new
+    eps (marked as computing), then the exact ODPP state; a move that overtakes a running
+    computation makes its result stale (it is never drawn)."""
+    import bclviz.widgets.explorer as explorer_module
+
+    ex = PerturbationExplorer(tiny[1], method="odpp", projection="pca", background=True, eps=0.4, k=3)
+    assert ex.background and not PerturbationExplorer(tiny[1], projection="pca").background  # auto: small C
+    first = ex.wait(timeout=60)
+    assert not first.get("provisional")
+    assert_figure_matches(ex, method="odpp", eps=0.4, k=3)
+    gate = threading.Event()
+    real = explorer_module.explorer_state
+    monkeypatch.setattr(explorer_module, "explorer_state", lambda *a, **kw: (gate.wait(30), real(*a, **kw))[1])
+    ex.eps_slider.value = 0.2
+    assert ex.pending and ex.state["provisional"] and "computing" in ex.proxies_html.value
+    torch.testing.assert_close(ex.state["delta"], first["delta"] * 0.5)  # budgets are linear in eps
+    ex.eps_slider.value = 0.3  # overtakes the move to 0.2
+    gate.set()
+    state = ex.wait(timeout=60)
+    assert not ex.pending and not state.get("provisional") and state["config"].eps == 0.3
+    assert "computing" not in ex.proxies_html.value
+    assert_figure_matches(ex, method="odpp", eps=0.3, k=3)
+    timing = measure_latency(ex, n=3)
+    assert timing["background"] and timing["median_ms"] <= timing["exact_median_ms"]
+    monkeypatch.setattr(explorer_module, "explorer_state", lambda *a, **kw: 1 / 0)
+    ex.eps_slider.value = 0.6
+    with pytest.raises(ZeroDivisionError):
+        ex.wait(timeout=60)
+    assert "ZeroDivisionError" in ex.proxies_html.value
+    monkeypatch.setattr(explorer_module, "explorer_state", real)
+    ex.method_toggle.value = "ndpp"  # computed in place, and the error is cleared by the next exact draw
+    assert not ex.pending and not ex.state.get("provisional")
+    assert_figure_matches(ex, method="ndpp", eps=0.6, k=3)
 
 
 def test_explorer_rejects_bad_arguments(tiny):
@@ -391,6 +427,11 @@ def test_live_proxies_give_the_pure_state_and_are_reused(explorer, tiny):
         live = explorer_state(ex.old_protos, ex.new_protos, **p, live=ex.live)
         torch.testing.assert_close(live["delta"], plain["delta"])
         assert live["proxies"] == pytest.approx(plain["proxies"], abs=1e-9)
+    # NDPP from the cached direction is bclviz.ndpp's very number, for every budget mode
+    for mode in ("absolute", "relative", "nearest-angle"):
+        for eps in (0.0, 0.3, 0.9):
+            got = explorer_state(ex.old_protos, ex.new_protos, method="ndpp", eps=eps, k=2, eps_mode=mode, live=ex.live)
+            assert torch.equal(got["delta"], ndpp(ex.old_protos, ex.new_protos, eps=eps, k=2, eps_mode=mode))
     # above EXACT_CLASSES the pseudo-old proxies come from candidate lists: a lower bound on crowding
     candidates = LiveProxies(ex.old_protos, ex.new_protos, ex.features, ex.labels, exact_classes=2, candidates=2)
     cand = explorer_state(ex.old_protos, ex.new_protos, **{**ex.params, "k": 2}, live=candidates)
@@ -398,3 +439,30 @@ def test_live_proxies_give_the_pure_state_and_are_reused(explorer, tiny):
     torch.testing.assert_close(cand["pseudo_old"], exact["pseudo_old"])
     assert cand["proxies"]["crowding_pseudo_old"] <= exact["proxies"]["crowding_pseudo_old"] + 1e-6
     assert cand["proxies"]["recognisability"] >= exact["proxies"]["recognisability"]
+
+
+def test_lab_writes_what_it_trains_as_tensorboard_runs(tiny, explorer, tmp_path):
+    """log="tensorboard": every (setting, seed) trained in the lab is a TensorBoard run holding
+    the same per-epoch records as the run's history and its self/cross scores."""
+    pytest.importorskip("tensorboard")
+    from tests.test_bring_models import _scalars
+
+    cfg, res = tiny
+    lab = TrainingLab(res, cfg, explorer=explorer, log="tensorboard", log_dir=tmp_path / "lab")
+    explorer.eps_slider.value = 0.36
+    lab.train()
+    record = lab.wait(timeout=120)
+    runs = sorted(p.parent for p in (tmp_path / "lab").rglob("events.out.tfevents.*"))
+    assert [p.relative_to(tmp_path / "lab").as_posix() for p in runs] == [f"ndpp_eps=0.36_k=5/seed{r}"
+                                                                         for r in range(cfg.seeds)]
+    scalars = _scalars(runs[-1])
+    history = lab.last_result.history
+    assert scalars["new/loss"] == [(r["epoch"], pytest.approx(r["loss"])) for r in history]
+    assert scalars["new/crowding_pseudo_old"] == [(r["epoch"], pytest.approx(r["crowding_pseudo_old"]))
+                                                  for r in history]
+    key = lab.key
+    last = record["per_seed"][-1] if "per_seed" in record else record
+    assert scalars[f"eval/self/{key}"] == [(history[-1]["epoch"], pytest.approx(last["self"][key]))]
+    assert scalars[f"eval/cross/{key}"] == [(history[-1]["epoch"], pytest.approx(last["cross"][key]))]
+    with pytest.raises(ValueError, match="log must be one of"):
+        TrainingLab(res, cfg, explorer=explorer, log="wandb")

@@ -14,7 +14,7 @@ renders it through :meth:`PerturbationExplorer._repr_mimebundle_`.
 from __future__ import annotations
 
 import dataclasses
-import math
+import threading
 import time
 from typing import Literal
 
@@ -23,123 +23,15 @@ import torch
 
 from .. import methods
 from ..config import MethodConfig
-from ..perturb import pseudo_old
-from ..proxies import LiveProxies, crowding, drift, format_headroom, headroom, recognisability
+from ..proxies import EXACT_CLASSES, LiveProxies, format_headroom
+from ._background import LatestWorker
+from .preview import PerturbationMethod, _check_method, default_k, explorer_state, format_proxies, state_of
 
 __all__ = [
     "PerturbationMethod", "default_k", "explorer_state", "format_proxies", "format_readouts",
     "format_inspection_readouts",
     "PerturbationExplorer", "measure_latency",
 ]
-
-PerturbationMethod = Literal["ndpp", "odpp"]
-
-
-def _check_method(method: str) -> None:
-    if method not in methods.perturbing_methods():
-        raise ValueError(f"method must be one of {methods.perturbing_methods()}, got {method!r}")
-
-
-def default_k(method: PerturbationMethod) -> int:
-    """The neighbour count ``method`` uses when ``k`` is not given (its registry ``default_k``)."""
-    _check_method(method)
-    return methods.default_k(method)
-
-
-def explorer_state(
-    old_protos,
-    new_protos,
-    *,
-    method: PerturbationMethod,
-    eps: float,
-    k: int,
-    gamma: float = MethodConfig.gamma,
-    steps: int = MethodConfig.odpp_steps,
-    lr: float = MethodConfig.odpp_lr,
-    eps_mode: str = MethodConfig.eps_mode,
-    neighbor_search: str = MethodConfig.neighbor_search,
-    features=None,
-    labels=None,
-    live: LiveProxies | None = None,
-) -> dict:
-    """Perturbation, pseudo-old prototypes and live proxies for one setting.
-
-    Parameters
-    ----------
-    old_protos, new_protos : (C, d) prototypes ``P_o``, ``P_n``.
-    method : ``"ndpp"`` or ``"odpp"``.
-    eps, k, gamma : perturbation magnitude, neighbours, ODPP penalty (ignored by NDPP).
-    steps, lr : ODPP optimisation steps and Adam learning rate (from a cold start, so
-        the result depends on the parameters only).
-    eps_mode, neighbor_search : the budget mode and old-neighbour search, as in
-        :class:`~bclviz.config.MethodConfig`. The perturbation is computed by the same
-        registered method object training uses (:func:`bclviz.methods.create_method`),
-        so the preview is exactly what a training refresh computes from these
-        prototypes.
-    features, labels : optional old-model features (n, d) and their class ids (n,),
-        indexing the prototype rows, for the recognisability proxy.
-    live : :class:`~bclviz.proxies.LiveProxies` of ``old_protos``, ``new_protos`` (and the
-        features), optional: reuse its old-space neighbour lists, old crowding and
-        headroom across calls, and take the pseudo-old proxies from it (the same numbers
-        up to :data:`bclviz.proxies.EXACT_CLASSES` classes, candidate-list proxies above).
-        ``features`` and ``labels`` are then ignored (the live set's are used).
-
-    Returns
-    -------
-    dict with ``delta`` and ``pseudo_old`` (C, d) tensors and ``proxies``: a dict of
-    ``crowding_old``, ``crowding_pseudo_old`` (mean largest cosine to another class),
-    ``drift_deg`` (mean angle between ``q`` and ``p_o``, degrees), ``delta_mean`` (the
-    realised mean ``||delta[c]||``, at most eps), ``headroom``
-    (:func:`bclviz.proxies.headroom` of ``P_o``, ``P_n`` over the same ``k`` old-space
-    neighbours and neighbour search: the mean NDPP weight, what there is to relax) and, with features,
-    ``recognisability`` (top-1 of nearest pseudo-old prototype).
-    """
-    _check_method(method)
-    cfg = MethodConfig(name=method, eps=eps, k=k, gamma=gamma, odpp_steps=steps, odpp_lr=lr,
-                       eps_mode=eps_mode, neighbor_search=neighbor_search)
-    old_protos, new_protos = torch.as_tensor(old_protos), torch.as_tensor(new_protos)
-    method_obj = methods.create_method(cfg)
-    if live is not None:
-        method_obj.use_neighbors(old_protos, live.neighbors(k, neighbor_search))
-    delta = method_obj.perturb(old_protos, new_protos, None)
-    q = pseudo_old(old_protos, delta)
-    if live is not None:
-        proxies = {
-            "crowding_old": live.crowding_old(),
-            "crowding_pseudo_old": live.crowding(q),
-            "drift_deg": math.degrees(drift(q, old_protos)),
-            "delta_mean": float(delta.norm(dim=1).mean()),
-            "headroom": live.headroom(k, neighbor_search),
-        }
-        if live.features is not None:
-            proxies["recognisability"] = live.recognisability(q)
-        return {"delta": delta, "pseudo_old": q, "proxies": proxies}
-    proxies = {
-        "crowding_old": crowding(old_protos),
-        "crowding_pseudo_old": crowding(q),
-        "drift_deg": math.degrees(drift(q, old_protos)),
-        "delta_mean": float(delta.norm(dim=1).mean()),
-        "headroom": headroom(old_protos, new_protos, k=k, search=neighbor_search),
-    }
-    if features is not None:
-        proxies["recognisability"] = recognisability(features, labels, q)
-    return {"delta": delta, "pseudo_old": q, "proxies": proxies}
-
-
-_PROXY_TEXT = {
-    "crowding_old": "crowding old {:.3f}",
-    "crowding_pseudo_old": "crowding pseudo-old {:.3f}",
-    "drift_deg": "drift {:.2f}&deg;",
-    "delta_mean": "mean ||delta|| {:.3f}",
-    "headroom": '<span title="mean max(0, S_o - S_n) over the k old-space neighbours">headroom {:.3f}</span>',
-    "recognisability": "old-gallery recognisability {:.3f}",
-}
-
-
-def format_proxies(proxies: dict) -> str:
-    """The proxies as the one-line HTML the explorer shows."""
-    return " &nbsp;|&nbsp; ".join(_PROXY_TEXT[key].format(value) for key, value in proxies.items())
-
 
 def format_readouts(results: dict) -> str:
     """The explorer's line of experiment readouts (HTML): the compatibility tax and the
@@ -197,6 +89,9 @@ class PerturbationExplorer:
         (or :class:`~bclviz.config.MethodConfig` defaults, k per method).
     max_points, seed : at most this many feature rows are drawn and used for the
         recognisability proxy (old features of ``result.data.new_train``), drawn with ``seed``.
+    background : compute ODPP in a worker thread and draw a provisional state meanwhile
+        (:meth:`update`); ``"auto"`` (default) above :data:`bclviz.proxies.EXACT_CLASSES`
+        classes, where 30 Adam steps take longer than a slider move should.
 
     Attributes
     ----------
@@ -208,7 +103,11 @@ class PerturbationExplorer:
     projection : the fitted :class:`~bclviz.projection.SpaceProjection`.
     method_toggle, eps_slider, k_slider, gamma_slider, proxies_html : the controls.
     readouts_html : :func:`format_readouts` of ``result.results`` (fixed).
-    state : the latest :func:`explorer_state` result.
+    state : the latest :func:`explorer_state` result drawn, with its ``"config"``
+        (:class:`~bclviz.config.MethodConfig`); ``"provisional": True`` while a background
+        ODPP computation runs (:attr:`pending`, :meth:`wait`).
+    background : whether ODPP is computed in a worker thread.
+    error : what the last background computation raised (also shown in the proxies line), or None.
     result, reference : the experiment and the new model shown (``None`` for embeddings).
     old_protos, new_protos, features, labels : what :func:`explorer_state` is called with.
     live : the :class:`~bclviz.proxies.LiveProxies` every update reuses (neighbour lists,
@@ -229,6 +128,7 @@ class PerturbationExplorer:
         gamma: float | None = None,
         max_points: int = 2000,
         seed: int = 0,
+        background: bool | Literal["auto"] = "auto",
     ) -> None:
         from ..train import embed
         from ..views import preferred_method, result_blocks
@@ -249,7 +149,7 @@ class PerturbationExplorer:
         self._build(state["old_protos"], state["new_protos"], embed(result.old.model, x), labels, blocks,
                     feature_labels, trained=trained, method=method, projection=projection, eps=eps, k=k,
                     gamma=gamma, seed=seed, readouts=format_readouts(result.results),
-                    title=f"pseudo-old space of {reference}")
+                    title=f"pseudo-old space of {reference}", background=background)
 
     @classmethod
     def from_embeddings(
@@ -264,6 +164,7 @@ class PerturbationExplorer:
         gamma: float | None = None,
         max_points: int = 2000,
         seed: int = 0,
+        background: bool | Literal["auto"] = "auto",
     ) -> "PerturbationExplorer":
         """The explorer over embeddings of your own old and new models.
 
@@ -278,7 +179,7 @@ class PerturbationExplorer:
             headroom (the readouts line). Default: prototypes only (no retrieval).
         method, eps, k, gamma : initial controls; default the inspection's setting, else
             NDPP with the :class:`~bclviz.config.MethodConfig` defaults.
-        projection, max_points, seed : as in the constructor; the features drawn are
+        projection, max_points, seed, background : as in the constructor; the features drawn are
             old and new embeddings of at most ``max_points`` items, the old ones also
             feed the recognisability proxy.
         """
@@ -300,11 +201,12 @@ class PerturbationExplorer:
                     torch.from_numpy(labels), blocks, labels, trained={setting.name: setting}, method=method,
                     projection=projection, eps=eps, k=k, gamma=gamma, seed=seed,
                     readouts=format_inspection_readouts(inspection.results),
-                    title="pseudo-old space of your embeddings", class_names=embeddings.class_names)
+                    title="pseudo-old space of your embeddings", class_names=embeddings.class_names,
+                    background=background)
         return self
 
     def _build(self, old_protos, new_protos, features, labels, blocks, feature_labels, *, trained, method,
-               projection, eps, k, gamma, seed, readouts, title, class_names=None) -> None:
+               projection, eps, k, gamma, seed, readouts, title, class_names=None, background="auto") -> None:
         """Fit the projection, make the controls and the figure, draw the first state."""
         import ipywidgets as w
         import plotly.graph_objects as go
@@ -320,6 +222,13 @@ class PerturbationExplorer:
             raise ValueError(f"the explorer needs at least 2 classes, got {num_classes}")
         self.features, self.labels = features, labels
         self.live = LiveProxies(old_protos, new_protos, features, labels)
+        if background not in (True, False, "auto"):
+            raise ValueError(f"background must be True, False or 'auto', got {background!r}")
+        self.background = num_classes > EXACT_CLASSES if background == "auto" else background
+        self.error: BaseException | None = None
+        self._last_exact: dict | None = None
+        self._lock = threading.RLock()
+        self._worker = LatestWorker(self._exact_state, self._deliver, self._failed)
         self.projection = project_spaces(blocks, method=projection, random_state=seed, max_fit_rows=FIT_ROWS,
                                          labels=block_labels(blocks, feature_labels))
         self._old_coords = self.projection.embedding_["old_protos"]
@@ -372,25 +281,88 @@ class PerturbationExplorer:
 
     def compute(self) -> dict:
         """:func:`explorer_state` for the current controls, with the budget mode and
-        neighbour search that training this setting would use (:meth:`method_config`)."""
-        cfg = self.method_config()
-        return explorer_state(self.old_protos, self.new_protos, method=cfg.name, eps=cfg.eps, k=cfg.k,
-                              gamma=cfg.gamma, steps=cfg.odpp_steps, lr=cfg.odpp_lr, eps_mode=cfg.eps_mode,
-                              neighbor_search=cfg.neighbor_search, features=self.features, labels=self.labels,
-                              live=self.live)
+        neighbour search that training this setting would use (:meth:`method_config`);
+        also under ``"config"``."""
+        return self._exact_state(self.method_config())
 
     def update(self) -> None:
-        """Recompute the state and redraw the pseudo-old prototypes, arrows and proxies."""
+        """Recompute the state and redraw the pseudo-old prototypes, arrows and proxies.
+
+        With :attr:`background` on, ODPP (30 Adam steps over C x k pairs, seconds at
+        10,000 classes) is computed in a worker thread: the update draws at once a
+        provisional state, the last ODPP result scaled to the new eps (every budget mode
+        is linear in eps, so it stays inside the new budgets), or NDPP's step before
+        the first ODPP result, marked "computing" in the proxies line; the exact state
+        replaces it when the worker finishes, unless a newer move has made it stale.
+        :meth:`wait` blocks until then. NDPP is always computed in place (an O(C d)
+        product once its direction is known, :meth:`bclviz.proxies.LiveProxies.ndpp_direction`).
+        """
+        self.gamma_slider.disabled = "gamma" not in methods.method_class(self.method_toggle.value).knobs
+        cfg = self.method_config()
+        with self._lock:
+            if not (self.background and cfg.name == "odpp"):
+                self._worker.cancel()
+                self._draw(self.compute())
+                return
+            self._worker.submit(cfg)
+            self._draw(self._provisional(cfg), pending=True)
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """Block until a background computation has drawn its exact state; returns :attr:`state`.
+        Raises what the computation raised, and ``TimeoutError`` after ``timeout`` seconds."""
+        if not self._worker.wait(timeout):
+            raise TimeoutError(f"the explorer's background computation took longer than {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.state
+
+    @property
+    def pending(self) -> bool:
+        """Whether the drawn state is provisional (a background computation is running)."""
+        return self._worker.busy
+
+    def _provisional(self, cfg: MethodConfig) -> dict:
+        last = self._last_exact
+        if last is not None and last["config"].eps > 0 and dataclasses.replace(last["config"], eps=cfg.eps) == cfg:
+            delta, base = last["delta"] * (cfg.eps / last["config"].eps), last["config"]
+        else:
+            delta, base = cfg.eps * self.live.ndpp_direction(cfg.k, cfg.eps_mode, cfg.neighbor_search), None
+        state = state_of(self.old_protos, self.new_protos, delta, k=cfg.k, neighbor_search=cfg.neighbor_search,
+                         live=self.live)
+        return {**state, "config": cfg, "provisional": True, "base": base}
+
+    def _exact_state(self, cfg: MethodConfig) -> dict:
+        return {**explorer_state(self.old_protos, self.new_protos, method=cfg.name, eps=cfg.eps, k=cfg.k,
+                                 gamma=cfg.gamma, steps=cfg.odpp_steps, lr=cfg.odpp_lr, eps_mode=cfg.eps_mode,
+                                 neighbor_search=cfg.neighbor_search, live=self.live), "config": cfg}
+
+    def _deliver(self, generation: int, state: dict) -> None:
+        with self._lock:
+            if self._worker.is_current(generation):
+                self._draw(state)
+
+    def _failed(self, generation: int, error: BaseException) -> None:
+        with self._lock:
+            if self._worker.is_current(generation):
+                self.error = error
+                self.proxies_html.value = f"<b>{type(error).__name__}</b>: {error}"
+
+    def _draw(self, state: dict, pending: bool = False) -> None:
         from ..plots import pseudo_old_trace_updates
 
-        self.gamma_slider.disabled = "gamma" not in methods.method_class(self.method_toggle.value).knobs
-        self.state = self.compute()
-        coords = self.projection.place(self.state["pseudo_old"])
+        self.state = state
+        if not pending:
+            self._last_exact, self.error = state, None
+        coords = self.projection.place(state["pseudo_old"])
         updates = pseudo_old_trace_updates(self._old_coords, coords)
         with self.fig.batch_update():
             for uid, values in updates.items():
                 self.traces[uid].update(values)
-        self.proxies_html.value = format_proxies(self.state["proxies"])
+        text = format_proxies(state["proxies"])
+        if pending:
+            text = f"<i>{state['config'].name.upper()} computing; showing {_provisional_label(state)}</i> " \
+                   f"&nbsp;|&nbsp; {text}"
+        self.proxies_html.value = text
 
     def _on_change(self, change) -> None:
         self.update()
@@ -399,14 +371,26 @@ class PerturbationExplorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
+def _provisional_label(state: dict) -> str:
+    base = state.get("base")
+    if base is not None:
+        return f"its result at eps {base.eps:.2f} scaled to eps {state['config'].eps:.2f}"
+    return f"NDPP's step at eps {state['config'].eps:.2f}"
+
+
 def measure_latency(explorer: PerturbationExplorer, n: int = 20) -> dict:
     """Time ``n`` eps-slider moves (compute + figure update) of ``explorer``.
 
-    Returns ``{"median_ms", "p95_ms", "n", "method"}``; the slider is put back afterwards.
+    Returns ``{"median_ms", "p95_ms", "n", "method", "background"}``: the time until the
+    move is drawn. With a background computation (:attr:`PerturbationExplorer.background`
+    and ODPP) that drawing is the provisional state, and ``"exact_median_ms"`` /
+    ``"exact_p95_ms"`` add the time until the exact state is drawn (each move waits for
+    it before the next). The slider is put back afterwards.
     """
     start = explorer.eps_slider.value
     values = [round(v, 2) for v in np.linspace(0.02, 0.98, n)]
-    times = []
+    background = explorer.background and explorer.method_toggle.value == "odpp"
+    times, exact = [], []
     try:
         for v in values:
             if v == explorer.eps_slider.value:
@@ -414,7 +398,14 @@ def measure_latency(explorer: PerturbationExplorer, n: int = 20) -> dict:
             t0 = time.perf_counter()
             explorer.eps_slider.value = v
             times.append((time.perf_counter() - t0) * 1e3)
+            if background:
+                explorer.wait()
+                exact.append((time.perf_counter() - t0) * 1e3)
     finally:
         explorer.eps_slider.value = start
-    return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
-            "n": n, "method": explorer.method_toggle.value}
+        explorer.wait()
+    out = {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
+           "n": n, "method": explorer.method_toggle.value, "background": background}
+    if exact:
+        out.update(exact_median_ms=float(np.median(exact)), exact_p95_ms=float(np.percentile(exact, 95)))
+    return out

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import os
 import threading
+import re
 import time
 from pathlib import Path
 
 from ..config import MethodConfig
-from ..sweep import combine_seeds, export_config, journal_path, make_record, old_baseline, setting_label
+from ..runlog import open_run_log
+from ..sweep import combine_seeds, export_config, journal_path, make_record, old_baseline, setting_id, setting_label
 
 __all__ = ["train_setting", "TrainingLab"]
 
@@ -37,6 +39,12 @@ def train_setting(data, old, cfg, method: MethodConfig, *, callback=None, progre
 
     scorer = Scorer(data, k=cfg.k) if scorer is None else scorer
     return train_and_score(cfg, data, old, method, scorer, progress=progress, callback=callback, replicate=replicate)
+
+
+def _run_name(method: MethodConfig) -> str:
+    """A run folder name for ``method``: its :func:`~bclviz.sweep.setting_id` (every field
+    that differs from the defaults) with path-unsafe characters replaced."""
+    return re.sub(r"[^A-Za-z0-9.=,+-]+", "_", setting_id(method)).strip("_") or method.name
 
 
 def _row(record: dict, key: str) -> str:
@@ -83,6 +91,11 @@ class TrainingLab:
     cache_dir : folder of the study's journal file (as :func:`bclviz.sweep.run_sweep`);
         ``None``: the study lives in memory. ``storage`` (a journal path or database
         URL, :func:`bclviz.storage.open_storage`) overrides it.
+    log, log_dir : ``"tensorboard"`` writes every (setting, seed) trained here as a
+        TensorBoard run ``log_dir/<setting>/seed<r>``: the per-epoch records the progress
+        line shows (``new/loss``, ``new/crowding_pseudo_old``, ...) and the scores
+        (``eval/self``, ``eval/cross``), as ``bclviz train --log tensorboard`` does
+        (:mod:`bclviz.runlog`); ``None`` (default) writes nothing.
 
     Attributes
     ----------
@@ -98,7 +111,7 @@ class TrainingLab:
     """
 
     def __init__(self, result, cfg, *, explorer=None, cache_dir: str | os.PathLike | None = None,
-                 storage=None) -> None:
+                 storage=None, log: str | None = None, log_dir: str | os.PathLike = "runs/lab") -> None:
         import ipywidgets as w
 
         from ..methods import perturbing_methods
@@ -111,6 +124,9 @@ class TrainingLab:
         from .explorer import PerturbationExplorer
         from .pareto import ParetoMonitor
 
+        from ..runlog import require_log
+
+        self.log, self.log_dir = require_log(log), Path(log_dir)  # a missing package stops here, not in a trial
         own_explorer = explorer is None
         self.explorer = PerturbationExplorer(result, projection="pca") if own_explorer else explorer
         self.result, self.cfg = result, cfg
@@ -243,9 +259,18 @@ class TrainingLab:
                     time.sleep(1.0)
                     continue
                 job = next(j for j in jobs if j.key == trial.system_attrs[KEY])
-                self.last_result, raw = train_setting(
-                    self.result.data, self.result.old, self.cfg, method, scorer=self.scorer, replicate=job.replicate,
-                    callback=lambda rec, before=job.replicate * epochs: self._on_epoch(before, rec))
+                with open_run_log(self.log, self.log_dir / _run_name(method) / f"seed{job.replicate}",
+                                  subdir=None) as run_log:
+                    def on_epoch(rec, before=job.replicate * epochs, run_log=run_log):
+                        run_log.epoch("new", rec)
+                        self._on_epoch(before, rec)
+
+                    self.last_result, raw = train_setting(
+                        self.result.data, self.result.old, self.cfg, method, scorer=self.scorer,
+                        replicate=job.replicate, callback=on_epoch)
+                    history = self.last_result.history
+                    run_log.scores({"self": raw["self"], "cross": raw["cross"]},
+                                   history[-1]["epoch"] if history else 0)
                 self.session.complete(trial, make_record(method, raw, m_oo=self.m_oo, k=self.cfg.k, key=self.key))
                 self._show()
         self._show()
