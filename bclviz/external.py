@@ -16,7 +16,8 @@ Two forms of :class:`~bclviz.config.ModelSpec` name a model bclviz does not defi
   :func:`load_frozen_model`). It is the old model only: it is loaded, put in eval mode and
   never trained, its output dimension must be ``old_model.dim`` (the new model's), and its
   file's sha256 identifies it wherever a run keys on the old model (the new model's
-  checkpoint, ``bclviz extract``'s folder). Load only files you trust: TorchScript and
+  checkpoint, ``bclviz extract``'s folder, the trial keys of sweeps, ``bclviz tune`` and
+  the lab, where a torchvision ``weights`` file is also named by its sha256). Load only files you trust: TorchScript and
   exported programs run the code they hold.
 
 Nothing here imports torchvision until a torchvision model is asked for.

@@ -14,6 +14,7 @@ per setting and seed) are adopted into the study as finished trials, not retrain
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -153,7 +154,37 @@ def _experiment_payload(data, cfg: ExperimentConfig) -> dict:
         experiment.pop(name)
     for section in ("old_train", "new_train"):
         experiment[section].pop("workers", None)
+    for section in ("old_model", "new_model"):
+        experiment[section] = _model_identity(experiment[section])
     return {"version": _CACHE_VERSION, "dataset": data.name, "data_info": data.info, "experiment": experiment}
+
+
+def _model_identity(spec: dict) -> dict:
+    """A model spec (``dataclasses.asdict(ModelSpec)``) with each local file it names (a
+    frozen model's ``path``, a torchvision model's ``weights`` file) replaced by the
+    file's sha256: a moved file keeps its trials, a changed one gets new ones. Specs
+    naming no file are returned unchanged (so their keys are those of earlier versions)."""
+    options = spec.get("options") or {}
+    files = {name: options[name] for name in ("path", "weights")
+             if isinstance(options.get(name), str) and Path(options[name]).expanduser().is_file()}
+    if not files:
+        return spec
+    return {**spec, "options": {**options, **{name: {"sha256": _file_sha(str(Path(path).expanduser().resolve()),
+                                                                         *_stat(path))}
+                                            for name, path in files.items()}}}
+
+
+def _stat(path: str) -> tuple[int, int]:
+    st = Path(path).expanduser().stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, computed once per (path, size, modification time)."""
+    from .external import file_sha256
+
+    return file_sha256(path)
 
 
 def fingerprint(data, cfg: ExperimentConfig) -> str:

@@ -174,6 +174,36 @@ def test_torchscript_old_model_is_loaded_not_trained(tmp_path):
         run_training(run_cfg, progress=False)
 
 
+def test_study_keys_name_a_frozen_model_by_its_file_hash(tmp_path):
+    """Sweeps, tune and the lab key trials on the old model file's sha256, not its path:
+    a moved copy finds its trials, another file with the same name does not."""
+    from bclviz.data import load_dataset
+    from bclviz.experiment import ExperimentConfig
+    from bclviz.sweep import cache_key
+
+    data = load_dataset("toy", seed=1, **TINY)
+    a = _scripted(tmp_path / "a.pt")
+    (tmp_path / "moved").mkdir()
+    b = tmp_path / "moved" / "b.pt"
+    b.write_bytes(a.read_bytes())
+    method = MethodConfig(name="ndpp", eps=0.3)
+
+    def key(path):
+        cfg = ExperimentConfig(dataset="toy", old_model=ModelSpec("torchscript", 8, {"path": str(path)}),
+                               new_model=ModelSpec(dim=8, options={"hidden": 16}))
+        return cache_key(data, cfg, method)
+
+    assert key(a) == key(b)
+    _scripted(b, seed=1)
+    assert key(a) != key(b)
+    # a spec that names no file keys as before (earlier studies keep their trials)
+    plain = ExperimentConfig(dataset="toy")
+    import dataclasses as dc
+
+    from bclviz.sweep import _model_identity
+    assert _model_identity(dc.asdict(plain.old_model)) == dc.asdict(plain.old_model)
+
+
 def test_export_old_model(tmp_path):
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(8, 8), nn.Tanh()).eval()
