@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="comma-separated baselines of the full grid (independent and proto always run)")
     findings.add_argument("--modes", default="absolute,relative",
                           help="budget modes of NDPP/ODPP in the full grid (relative runs at the largest eps)")
+    findings.add_argument("--lam", default="1",
+                          help="comma-separated weights of the compatibility term (MethodConfig.lam); each "
+                               "(dataset, scenario) runs at every one, e.g. 1,10 for the default and strict alignment")
     findings.add_argument("--seeds", type=int, default=5)
     findings.add_argument("--out", type=Path, default=Path("docs/findings.md"),
                           help="the markdown; findings.json (the same summaries) is written next to it")
@@ -302,13 +305,19 @@ def _findings(args) -> int:
                + ("" if args.eps == _FINDINGS_EPS else f" --eps {args.eps}")
                + ("" if args.baselines == _FINDINGS_BASELINES else f" --baselines {args.baselines}")
                + ("" if args.modes == "absolute,relative" else f" --modes {args.modes}")
+               + ("" if args.lam == "1" else f" --lam {args.lam}")
                + f" --seeds {args.seeds} --out {args.out}")
     try:
         eps = tuple(float(e) for e in args.eps.split(",") if e)
         baselines = tuple(b for b in args.baselines.split(",") if b)
+        try:
+            lams = tuple(float(v) for v in args.lam.split(",") if v)
+        except ValueError:
+            raise ValueError(f"--lam must be comma-separated numbers, got {args.lam!r}") from None
         out = generate_findings(datasets, out=args.out, seeds=args.seeds, progress=not args.quiet,
                                 command=command, scenarios=scenarios, workers=args.workers, grid=args.grid,
-                                eps=eps, baselines=baselines, modes=tuple(m for m in args.modes.split(",") if m))
+                                eps=eps, baselines=baselines, modes=tuple(m for m in args.modes.split(",") if m),
+                                lams=lams)
     except ValueError as err:
         print(f"bclviz findings: error: {err}", file=sys.stderr)
         return 2

@@ -47,7 +47,7 @@ DEFAULT_EPS = (0.2, 0.4, 1.0)
 
 def findings_grid(eps: Sequence[float] = DEFAULT_EPS, grid: str = "full",
                   baselines: Sequence[str] = BASELINES,
-                  modes: Sequence[str] = ("absolute", "relative")) -> list[MethodConfig]:
+                  modes: Sequence[str] = ("absolute", "relative"), lam: float = 1.0) -> list[MethodConfig]:
     """The settings of one (dataset, scenario).
 
     ``full``: ``baselines`` (default: every one; ``independent`` and ``proto`` are always
@@ -55,7 +55,14 @@ def findings_grid(eps: Sequence[float] = DEFAULT_EPS, grid: str = "full",
     perturbing method over ``eps`` with absolute budgets and at ``max(eps)`` with relative
     ones (``eps_mode="relative"``: the most crowded class gets the whole eps, see
     docs/method.md); ``modes`` leaves either out. ``tax``: ``independent`` and ``proto``.
+    ``lam``: the weight of every compatibility term (``MethodConfig.lam``; ``independent``
+    has none and keeps the default, so its trials are shared across ``lam``).
     """
+    return [m if m.name == "independent" else dataclasses.replace(m, lam=lam)
+            for m in _grid(eps, grid, baselines, modes)]
+
+
+def _grid(eps, grid, baselines, modes) -> list[MethodConfig]:
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {list(GRIDS)}, got {grid!r}")
     if grid == "tax":
@@ -87,32 +94,38 @@ def _label(m: MethodConfig) -> str:
     return base + ("" if m.eps_mode == "absolute" else f" {m.eps_mode}")
 
 
+def _lam_of(f: dict) -> float:
+    return float(f.get("lam", 1.0))
+
+
 def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = DEFAULT_EPS,
                      reference: str = "proto", cache_root: str | Path | None = None,
                      overrides: dict | None = None, progress: bool = True, scenario: str | None = None,
                      workers: int | None = None, grid: str = "full", baselines: Sequence[str] = BASELINES,
-                     modes: Sequence[str] = ("absolute", "relative")) -> dict:
+                     modes: Sequence[str] = ("absolute", "relative"), lam: float = 1.0) -> dict:
     """Train and evaluate the findings grid (:func:`findings_grid`) on one dataset in one of
-    its update scenarios (None: the dataset's default); return its summary dict. Records
-    are cached under ``cache_root/<dataset>/<scenario>``."""
+    its update scenarios (None: the dataset's default), with compatibility weight ``lam``;
+    return its summary dict. Records are cached under ``cache_root/<dataset>/<scenario>``."""
     cfg = default_experiment(dataset, scenario=scenario, seeds=seeds, methods=(), reference=reference,
                              **(overrides or {}))
     t0 = time.perf_counter()
     base = run_experiment(dataclasses.replace(cfg, seeds=1), progress=progress, workers=workers)
-    kind, grid = grid, findings_grid(eps, grid, baselines, modes)
+    kind, grid = grid, findings_grid(eps, grid, baselines, modes, lam=lam)
     root = cache_dir("findings") if cache_root is None else Path(cache_root)
     folder = root / dataset if cfg.scenario is None else root / dataset / cfg.scenario
     records = run_sweep(base.data, base.old, cfg, grid, cache_dir=folder, progress=progress, workers=workers)
     key = base.results["headline"]
-    ref = next(r for r, m in zip(records, grid) if m == MethodConfig(name=reference))
+    ref_cfg = MethodConfig(name=reference, **({} if reference == "independent" else {"lam": lam}))
+    ref = next(r for r, m in zip(records, grid) if m == ref_cfg)
     rows = []
     for rec, m in zip(records, grid):
         row = {"label": _label(m), "method": m.name, "self": rec["self"][key], "self_ci": rec["self_ci"][key],
                "cross": rec["cross"][key], "cross_ci": rec["cross_ci"][key], "compatible": rec["compatible"]}
-        if m != MethodConfig(name=reference):
+        if m != ref_cfg:
             row["vs"] = paired_comparison(rec["per_seed"], ref["per_seed"], key)
         rows.append(row)
-    return {"dataset": dataset, "scenario": cfg.scenario, "grid": kind, "seeds": seeds, "k": cfg.k, "headline": key,
+    return {"dataset": dataset, "scenario": cfg.scenario, "grid": kind, "lam": lam, "seeds": seeds, "k": cfg.k,
+            "headline": key,
             "reference": reference, "old_old": base.results["old"]["self"][key], "rows": rows,
             "num_classes": base.data.num_classes, "minutes": (time.perf_counter() - t0) / 60,
             **_readouts(records, grid, key, base.results)}
@@ -121,7 +134,7 @@ def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = DEF
 def _readouts(records: Sequence[dict], grid: Sequence[MethodConfig], key: str, base_results: dict) -> dict:
     """``tax`` (independent vs proto self, paired over the sweep's seeds) and ``headroom``
     (of the first seed's independent model) of one dataset's findings."""
-    by_setting = {m: r for m, r in zip(grid, records)}
+    by_setting = {dataclasses.replace(m, lam=1.0): r for m, r in zip(grid, records)}
     ind, proto = by_setting.get(MethodConfig(name="independent")), by_setting.get(MethodConfig(name="proto"))
     tax = (tax_from_seeds(ind["per_seed"], proto["per_seed"], key) if ind and proto else
            {"metric": key, "tax": None, "half_width": None, "verdict": None,
@@ -130,8 +143,12 @@ def _readouts(records: Sequence[dict], grid: Sequence[MethodConfig], key: str, b
 
 
 def _setting_name(f: dict) -> str:
-    """``dataset (scenario)``, or the dataset alone when it has no scenario."""
-    return f["dataset"] if not f.get("scenario") else f"{f['dataset']} ({f['scenario']})"
+    """``dataset (scenario)``, or the dataset alone when it has no scenario; ``, lam 10``
+    added when the compatibility weight is not the default 1."""
+    lam = "" if _lam_of(f) == 1.0 else f", lam {_lam_of(f):g}"
+    if not f.get("scenario"):
+        return f["dataset"] + (f" ({lam[2:]})" if lam else "")
+    return f"{f['dataset']} ({f['scenario']}{lam})"
 
 
 def _pm(mean, half):
@@ -271,13 +288,17 @@ def generate_findings(datasets: Sequence[str], *, out: str | Path = "docs/findin
                       progress: bool = True, command: str | None = None,
                       scenarios: Sequence[str] | str | None = None, workers: int | None = None,
                       grid: str = "auto", baselines: Sequence[str] = BASELINES,
-                      modes: Sequence[str] = ("absolute", "relative")) -> Path:
+                      modes: Sequence[str] = ("absolute", "relative"), lams: Sequence[float] = (1.0,)) -> Path:
     """Run :func:`dataset_findings` for every (dataset, scenario, grid) of
-    :func:`findings_settings` and write the markdown and, next to it, ``findings.json``
-    (the summaries: ``{"command": ..., "findings": [...]}``), each atomically."""
+    :func:`findings_settings` and every compatibility weight in ``lams``, and write the
+    markdown and, next to it, ``findings.json`` (the summaries: ``{"command": ...,
+    "findings": [...]}``), each atomically."""
+    lams = [float(v) for v in lams]
+    if not lams or any(not v > 0 for v in lams):
+        raise ValueError(f"lams must be one or more weights > 0, got {lams}")
     found = [dataset_findings(d, seeds=seeds, eps=eps, cache_root=cache_root, progress=progress, scenario=s,
-                              workers=workers, grid=g, baselines=baselines, modes=modes)
-             for d, s, g in findings_settings(datasets, scenarios, grid)]
+                              workers=workers, grid=g, baselines=baselines, modes=modes, lam=lam)
+             for d, s, g in findings_settings(datasets, scenarios, grid) for lam in lams]
     command = command or f"bclviz findings --datasets {','.join(datasets)} --seeds {seeds} --out {out}"
     write_json(Path(out).with_name("findings.json"), {"command": command, "findings": found})
     return write_text(out, findings_markdown(found, command=command))

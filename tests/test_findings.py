@@ -147,3 +147,30 @@ def test_findings_cli_passes_grid_eps_and_baselines(tmp_path, monkeypatch, capsy
     assert seen["eps"] == (0.2, 0.4, 1.0) and "--eps" not in seen["command"] and "--grid" not in seen["command"]
     assert cli.main(["findings", "--eps", "a,b", "--out", str(tmp_path / "f.md")]) == 2
     assert "could not convert string to float" in capsys.readouterr().err
+    assert seen["lams"] == (1.0,)
+    assert cli.main(["findings", "--datasets", "toy", "--lam", "1,10", "--out", str(tmp_path / "f.md"), "--quiet"]) == 0
+    assert seen["lams"] == (1.0, 10.0) and " --lam 1,10 " in seen["command"]
+    assert cli.main(["findings", "--lam", "strict", "--out", str(tmp_path / "f.md")]) == 2
+    assert "--lam must be comma-separated numbers, got 'strict'" in capsys.readouterr().err
+
+
+def test_findings_at_a_stricter_compatibility_weight(tmp_path, monkeypatch):
+    """--lam: every compatible method of the grid trains with that weight; independent has
+    none and its trials are shared; the tax compares it with proto at that weight."""
+    grid = findings_grid(eps=(0.4,), baselines=("l2",), modes=("absolute",), lam=5.0)
+    assert {(m.name, m.lam) for m in grid} == {("independent", 1.0), ("proto", 5.0), ("l2", 5.0), ("ndpp", 5.0),
+                                              ("odpp", 5.0)}
+    plain = dataset_findings("toy", seeds=2, cache_root=tmp_path, overrides=TINY, progress=False, grid="tax")
+    strict = dataset_findings("toy", seeds=2, cache_root=tmp_path, overrides=TINY, progress=False, grid="tax", lam=5.0)
+    assert (plain["lam"], strict["lam"]) == (1.0, 5.0)
+    assert strict["rows"][0]["self"] == plain["rows"][0]["self"]  # the same independent trials
+    assert strict["rows"][1]["self"] != plain["rows"][1]["self"]  # proto trained with lam 5
+    assert strict["tax"]["aligned"] == pytest.approx(strict["rows"][1]["self"])
+    text = findings_markdown([plain, strict], command="c")
+    assert "## toy (coarse-view)\n" in text and "## toy (coarse-view, lam 5)\n" in text
+    calls = []
+    monkeypatch.setattr("bclviz.findings.dataset_findings", lambda d, **kw: calls.append((d, kw["lam"])) or strict)
+    generate_findings(["toy"], out=tmp_path / "f.md", lams=(1, 10), progress=False)
+    assert calls == [("toy", 1.0), ("toy", 10.0)]
+    with pytest.raises(ValueError, match="lams must be one or more weights > 0"):
+        generate_findings(["toy"], out=tmp_path / "f.md", lams=(0,), progress=False)
