@@ -321,15 +321,18 @@ def load_findings(path: str | Path | None = None) -> dict:
     return found
 
 
-def findings_summary(found: dict, dataset: str, scenario: str | None = None, grid: str | None = None) -> dict:
-    """The summary of ``dataset`` (in ``scenario``; any when None) from :func:`load_findings`,
-    the full grid first when ``grid`` is None; ``KeyError`` listing what there is."""
+def findings_summary(found: dict, dataset: str, scenario: str | None = None, grid: str | None = None,
+                     lam: float | None = None) -> dict:
+    """The summary of ``dataset`` (in ``scenario``, on ``grid``, at compatibility weight
+    ``lam``; any when None) from :func:`load_findings`, the full grid and then the default
+    weight 1 first; ``KeyError`` listing what there is."""
     hits = [f for f in found["findings"] if f["dataset"] == dataset and scenario in (None, f.get("scenario"))
-            and grid in (None, f.get("grid", "full"))]
+            and grid in (None, f.get("grid", "full")) and (lam is None or _lam_of(f) == float(lam))]
     if not hits:
-        have = [(f["dataset"], f.get("scenario"), f.get("grid", "full")) for f in found["findings"]]
-        raise KeyError(f"no findings for dataset={dataset!r}, scenario={scenario!r}, grid={grid!r}; there are {have}")
-    return sorted(hits, key=lambda f: f.get("grid", "full") != "full")[0]
+        have = [(f["dataset"], f.get("scenario"), f.get("grid", "full"), _lam_of(f)) for f in found["findings"]]
+        raise KeyError(f"no findings for dataset={dataset!r}, scenario={scenario!r}, grid={grid!r}, lam={lam!r}; "
+                       f"there are {have}")
+    return sorted(hits, key=lambda f: (f.get("grid", "full") != "full", _lam_of(f) != 1.0))[0]
 
 
 def findings_points(summary: dict) -> list[dict]:

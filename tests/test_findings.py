@@ -166,6 +166,12 @@ def test_findings_at_a_stricter_compatibility_weight(tmp_path, monkeypatch):
     assert strict["rows"][0]["self"] == plain["rows"][0]["self"]  # the same independent trials
     assert strict["rows"][1]["self"] != plain["rows"][1]["self"]  # proto trained with lam 5
     assert strict["tax"]["aligned"] == pytest.approx(strict["rows"][1]["self"])
+    from bclviz.findings import findings_summary
+
+    found = {"findings": [strict, plain]}
+    assert findings_summary(found, "toy") is plain and findings_summary(found, "toy", lam=5) is strict
+    with pytest.raises(KeyError, match="lam=3"):
+        findings_summary(found, "toy", lam=3)
     text = findings_markdown([plain, strict], command="c")
     assert "## toy (coarse-view)\n" in text and "## toy (coarse-view, lam 5)\n" in text
     calls = []
