@@ -113,7 +113,7 @@ def test_findings_json_reads_back_into_tradeoff_points(tmp_path):
     found = load_findings(path)
     assert findings_summary(found, "glyphs") == full  # the full grid first
     assert findings_summary(found, "glyphs", "lowres-old") == tax
-    with pytest.raises(KeyError, match=r"no findings for dataset='digits'.*\('glyphs', 'weak-old', 'full'\)"):
+    with pytest.raises(KeyError, match=r"no findings for dataset='digits'.*\('glyphs', 'weak-old', 'full', 1.0\)"):
         findings_summary(found, "digits")
     points = findings_points(full)
     assert [(p["label"], p.get("self_err")) for p in points] == [("proto", 0.01), ("ndpp eps=1.0", None), ("old", None)]
