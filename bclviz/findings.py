@@ -176,7 +176,8 @@ def _paragraph(f: dict) -> str:
              f"{ref} (paired 95% interval above zero)" + (f": {', '.join(better)}" if better else "") + "; "
              f"{len(worse)} are clearly below" + (f" ({', '.join(worse)})" if worse else "") + "; the rest are "
              "within the seed noise."]
-    parts.append(f"Cross-test is clearly lower than {ref}'s for {len(cross_worse)} of them."
+    parts.append(f"Cross-test is clearly lower than {ref}'s for {len(cross_worse)} of the {len(perturb)}: "
+                 f"{', '.join(cross_worse)}."
                  if cross_worse else f"No setting has a cross-test clearly below {ref}'s.")
     parts.append(f"Settings that miss the compatibility criterion: {', '.join(incompatible)}."
                  if incompatible else "Every compatibility method meets the criterion M(new, old) > M(old, old).")
