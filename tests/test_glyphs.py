@@ -111,12 +111,20 @@ def test_glyph_scenarios(tmp_path):
     small = {**SMALL, "classes": list("0O1AaΓγ"), "cache_dir": tmp_path}
     coarse = load_dataset("glyphs", scenario="coarse-old", **small)
     assert coarse.info["scenario"] == "coarse-old" and coarse.info["lookalikes"] == "drop"
-    family = dict(zip(coarse.info["class_chars"], (GLYPH_SUPERCLASSES[g] for g in coarse.old_class_of.tolist())))
-    assert family == {"0": "digits", "1": "digits", "O": "Latin capitals", "A": "Latin capitals",
-                      "a": "Latin small letters", "Γ": "Greek capitals", "γ": "Greek small letters"}
-    assert coarse.num_old_classes == 5 and len(coarse.old_train) == len(coarse.new_train)
+    expected = {"0": "digits", "1": "digits", "O": "Latin capitals", "A": "Latin capitals",
+                "a": "Latin small letters", "Γ": "Greek capitals", "γ": "Greek small letters"}
+    # like weak-old, the update scenarios retrieve held-out characters: 30% of 7 = 3 leave training
+    trained, held = coarse.info["class_chars"], coarse.info["heldout_class_chars"]
+    assert coarse.info["protocol"] == "open-set-by-class" and len(held) == 3
+    assert sorted(trained + held) == sorted(expected) and coarse.num_classes == 4
+    family = dict(zip(trained, (coarse.info["superclasses"][g] for g in coarse.old_class_of.tolist())))
+    assert family == {c: expected[c] for c in trained}
+    assert coarse.info["superclasses"] == [g for g in GLYPH_SUPERCLASSES if g in family.values()]
+    assert coarse.num_old_classes == len(set(family.values())) and len(coarse.old_train) == len(coarse.new_train)
+    assert set(coarse.query.y.tolist()) == {4, 5, 6}  # no query is a training class
     lowres = load_dataset("glyphs", scenario="lowres-old", **small)
     assert lowres.old_view.factor == 4 and lowres.input_shape == (1, 12, 12)
+    assert lowres.info["heldout_class_chars"] == held  # the same characters held out (same seed)
     v1 = load_dataset("glyphs", scenario="default-v1", **small)
     direct = make_glyphs(**small)
     assert torch.equal(v1.new_train.x, direct.new_train.x) and torch.equal(v1.old_train.y, direct.old_train.y)
