@@ -57,6 +57,8 @@ def test_findings_report_is_generated_from_measurements(tmp_path):
     # a rerun reads every (setting, seed) from the cache and gives the same numbers
     again = dataset_findings("toy", seeds=2, eps=(0.3,), cache_root=tmp_path, overrides=TINY, progress=False)
     assert [r["self"] for r in again["rows"]] == [r["self"] for r in f["rows"]]
+    # ... and reports the training time the cache recorded, not the replay's
+    assert f["train_minutes"] > 0 and again["train_minutes"] == f["train_minutes"]
 
 
 def test_findings_markdown_shows_tax_and_headroom():
@@ -72,6 +74,10 @@ def test_findings_markdown_shows_tax_and_headroom():
          "tax": {"metric": "mAP@100", "tax": 0.1, "half_width": 0.02, "verdict": "above zero"},
          "headroom": {"value": 0.0412, "k": 5, "crowding_old": 0.61, "crowding_new": 0.40}}
     text = findings_markdown([f], command="bclviz findings --datasets glyphs")
+    assert "1.0 minutes wall-clock on the machine that generated it." in text
+    f["train_minutes"] = 12.34
+    text = findings_markdown([f], command="bclviz findings --datasets glyphs")
+    assert "12.3 minutes of new-model training (every setting and seed), 1.0 minutes wall-clock" in text
     assert "| glyphs | 0.300 | 0.800 ± 0.010 | 0.700 ± 0.010 | +0.100 ± 0.020 (above zero) | 0.041 (k = 5) |" in text
     assert ("The compatibility tax (independent self minus proto self) is +0.100 ± 0.020 (above zero): aligning "
             "with the old model costs the new model self-test") in text
