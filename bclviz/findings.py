@@ -34,6 +34,7 @@ from .proxies import format_headroom
 from .readouts import format_tax
 from .stats import paired_comparison, tax_from_seeds
 from .sweep import run_sweep, setting_label
+from .trials import trial_threads
 
 __all__ = ["GRIDS", "DEFAULT_EPS", "findings_grid", "dataset_findings", "findings_settings", "findings_markdown",
            "generate_findings", "load_findings", "findings_summary", "findings_points"]
@@ -128,7 +129,7 @@ def dataset_findings(dataset: str, *, seeds: int = 5, eps: Sequence[float] = DEF
             "headline": key,
             "reference": reference, "old_old": base.results["old"]["self"][key], "rows": rows,
             "num_classes": base.data.num_classes, "minutes": (time.perf_counter() - t0) / 60,
-            "train_minutes": sum(r["seconds"] for r in records) / 60,
+            "train_minutes": sum(r["seconds"] for r in records) / 60, "threads": trial_threads(),
             **_readouts(records, grid, key, base.results)}
 
 
@@ -259,6 +260,8 @@ def _cost(f: dict) -> str:
     """What one summary cost: the new models' training time as the sweep recorded it (a
     replay from the cache keeps it) and this run's wall-clock time."""
     wall = f"{f['minutes']:.1f} minutes wall-clock on the machine that generated it"
+    if f.get("threads") is not None:
+        wall += f", {f['threads']} CPU thread{'s' if f['threads'] != 1 else ''} per model"
     if f.get("train_minutes") is None:
         return wall
     return f"{f['train_minutes']:.1f} minutes of new-model training (every setting and seed), {wall}"

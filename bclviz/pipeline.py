@@ -69,14 +69,18 @@ def train_old_model(cfg: ExperimentConfig, data: BCLData, *, progress: bool = Tr
 
     A frozen old model file is loaded onto ``cfg.old_train.device`` and returned untrained
     (no history, no head, no checkpoint written). ``callback`` is called with each epoch's
-    history record.
+    history record. On the CPU it trains with :func:`bclviz.trials.trial_threads` threads,
+    as every new model does, so that the same seed gives the same old model in any process.
     """
+    from .trials import model_threads  # trials imports this module
+
     model = build_old_model(data, cfg.old_model, seed=cfg.seed)
     if cfg.old_model.frozen:
         return TrainResult(model.to(resolve_device(cfg.old_train.device)), head=None)
-    return train_old(model, data.old_train, num_classes=data.num_old_classes,
-                     cfg=dataclasses.replace(cfg.old_train, seed=cfg.seed), progress=progress,
-                     checkpoint=checkpoint, callback=callback)
+    with model_threads(cfg.old_train.device):
+        return train_old(model, data.old_train, num_classes=data.num_old_classes,
+                         cfg=dataclasses.replace(cfg.old_train, seed=cfg.seed), progress=progress,
+                         checkpoint=checkpoint, callback=callback)
 
 
 def train_new_model(cfg: ExperimentConfig, data: BCLData, old: TrainResult, method: MethodConfig, *,

@@ -3,16 +3,18 @@
 A *trial* is one new model: a :class:`~bclviz.config.MethodConfig` and a seed replicate,
 trained with :func:`bclviz.pipeline.train_and_score`. Experiments (every method x its
 seeds) and sweeps (every setting x its seeds) are lists of trials; :func:`run_trials`
-runs them in this process or in ``workers`` worker processes, each with its own share
-of the CPU threads, and yields each result as it finishes (so a sweep can record it at
+runs them in this process or in ``workers`` worker processes, each trial with
+:func:`trial_threads` CPU threads, and yields each result as it finishes (so a sweep can record it at
 once). Instead of a list, a *feed* (a function returning the next trial, or None when
 there is none right now) hands out trials one at a time as workers become free: a study
 (:mod:`bclviz.study`) claims a trial only when a worker can start it, so several
 processes can share one study.
 
 The worker count never changes a number: every trial is seeded by its replicate
-(:func:`bclviz.pipeline.new_model_seed`) and trains on its own generators, so a trial
-gives the same record in any process. Each worker is a fresh interpreter running
+(:func:`bclviz.pipeline.new_model_seed`), trains on its own generators and, on the CPU,
+with the same number of threads wherever it runs (:func:`trial_threads`: CPU kernels
+sum in an order that depends on the thread count, and training amplifies the last-bit
+differences), so a trial gives the same record in any process. Each worker is a fresh interpreter running
 :mod:`bclviz.trial_worker` (``python -m``), so nothing of the caller's ``__main__``
 is re-run: it works from scripts without an ``if __name__ == "__main__"`` guard, from
 Jupyter and after torch has started threads. Each worker receives the configuration,
@@ -30,6 +32,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Listener, wait
 from pathlib import Path
@@ -44,9 +47,14 @@ from .pipeline import train_and_score
 from .scoring import Scorer
 from .train import TrainResult
 
-__all__ = ["Trial", "default_trial_workers", "resolve_trial_workers", "run_trials"]
+__all__ = ["Trial", "default_trial_workers", "resolve_trial_workers", "model_threads", "run_trials",
+           "trial_threads"]
 
 _ENV = "BCLVIZ_WORKERS"
+#: this process's CPU threads when bclviz was imported ($OMP_NUM_THREADS, else one per core)
+_PROCESS_THREADS = torch.get_num_threads()
+#: set in each worker's environment: the trial threads of the process that started it
+_THREADS_ENV = "BCLVIZ_TRIAL_THREADS"
 
 
 @dataclass(frozen=True)
@@ -90,9 +98,42 @@ def resolve_trial_workers(workers: int | None, n_trials: int | None = None, *, c
     return workers
 
 
+def trial_threads() -> int:
+    """The CPU threads every trial trains with, in this process or in a worker: this
+    process's threads at import shared among :func:`default_trial_workers` workers. It
+    depends on the machine, ``$OMP_NUM_THREADS`` and ``$BCLVIZ_WORKERS``, never on a
+    call's ``workers`` or on how many trials it runs: a model trained on the CPU with 1
+    thread differs in its last bits from one trained with 2, and after some epochs in
+    its mAP too (about 0.005 on glyphs). A worker uses the count of the process that
+    started it."""
+    inherited = os.environ.get(_THREADS_ENV)
+    if inherited is not None:
+        return int(inherited)
+    return max(1, _PROCESS_THREADS // default_trial_workers())
+
+
+@contextmanager
+def model_threads(device: str):
+    """Train a model on ``device`` with :func:`trial_threads` CPU threads (the old model
+    too, so that it is the same whatever thread count this process has); a GPU model
+    keeps this process's threads."""
+    before = torch.get_num_threads()
+    wanted = before if _on_gpu(device) else trial_threads()
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        if wanted != before:
+            torch.set_num_threads(before)
+
+
 def _uses_gpu(cfg: ExperimentConfig) -> bool:
-    device = cfg.new_train.device
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return _on_gpu(cfg.new_train.device)
+
+
+def _on_gpu(device: str) -> bool:
+    return str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
 def _portable(method: MethodConfig) -> bool:
@@ -105,8 +146,11 @@ def _portable(method: MethodConfig) -> bool:
 # ----------------------------------------------------------------------------- running
 def train_trial(cfg: ExperimentConfig, data: BCLData, old: TrainResult, scorer: Scorer, trial: Trial, *,
                 progress: bool = False) -> tuple[TrainResult | None, dict]:
-    """Train and score one trial here; ``(TrainResult if trial.keep else None, record)``."""
-    new, record = train_and_score(cfg, data, old, trial.method, scorer, replicate=trial.replicate, progress=progress)
+    """Train and score one trial here, with :func:`trial_threads` CPU threads;
+    ``(TrainResult if trial.keep else None, record)``."""
+    with model_threads(cfg.new_train.device):
+        new, record = train_and_score(cfg, data, old, trial.method, scorer, replicate=trial.replicate,
+                                      progress=progress)
     return (new if trial.keep else None), record
 
 
@@ -136,8 +180,7 @@ def run_trials(
 
     ``record`` is :func:`~bclviz.pipeline.train_and_score`'s. With one worker the
     trials run here, in order, with per-epoch progress bars; with more, in worker
-    processes (:mod:`bclviz.trial_worker`) given ``threads // workers`` CPU threads each,
-    and results arrive in the order they finish. ``scorer`` (this process's, with its
+    processes (:mod:`bclviz.trial_worker`), and results arrive in the order they finish. ``scorer`` (this process's, with its
     cached old-model embeddings) serves the trials run here.
 
     ``trials`` is a sequence, or a *feed*: a function called whenever a worker is free
@@ -215,7 +258,8 @@ def _receive(conn, proc: subprocess.Popen):
 
 
 def _start_worker(address, authkey: bytes, threads: int) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               **{_THREADS_ENV: str(threads)})
     # the caller's import path, so that bclviz and modules registering methods import alike
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in (package_root, *sys.path) if p))
@@ -230,7 +274,7 @@ def _run_workers(cfg, data, old, scorer, take, first, modules, progress, desc, t
     from tqdm.auto import tqdm
 
     workers = len(first)
-    threads = max(1, torch.get_num_threads() // workers)
+    threads = trial_threads()
     authkey = secrets.token_bytes(16)
     setup = (for_workers(cfg), data, old, threads, modules)
     procs, conns, busy = [], [], {}

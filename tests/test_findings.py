@@ -59,6 +59,7 @@ def test_findings_report_is_generated_from_measurements(tmp_path):
     assert [r["self"] for r in again["rows"]] == [r["self"] for r in f["rows"]]
     # ... and reports the training time the cache recorded, not the replay's
     assert f["train_minutes"] > 0 and again["train_minutes"] == f["train_minutes"]
+    assert f["threads"] >= 1
 
 
 def test_findings_markdown_shows_tax_and_headroom():
@@ -78,6 +79,10 @@ def test_findings_markdown_shows_tax_and_headroom():
     f["train_minutes"] = 12.34
     text = findings_markdown([f], command="bclviz findings --datasets glyphs")
     assert "12.3 minutes of new-model training (every setting and seed), 1.0 minutes wall-clock" in text
+    f["threads"] = 1
+    assert "1.0 minutes wall-clock on the machine that generated it, 1 CPU thread per model." in \
+        findings_markdown([f], command="bclviz findings --datasets glyphs")
+    del f["threads"]
     assert "| glyphs | 0.300 | 0.800 ± 0.010 | 0.700 ± 0.010 | +0.100 ± 0.020 (above zero) | 0.041 (k = 5) |" in text
     assert ("The compatibility tax (independent self minus proto self) is +0.100 ± 0.020 (above zero): aligning "
             "with the old model costs the new model self-test") in text

@@ -102,6 +102,42 @@ def test_worker_counts_are_checked(monkeypatch):
         list(run_trials(_tiny_cfg(), None, None, [MethodConfig()], workers=1))
 
 
+def test_a_trial_trains_with_the_same_threads_whatever_the_worker_count(monkeypatch):
+    """CPU sums depend on the thread count, so a trial run here must use the threads a
+    worker would get (this process's threads at import / the default worker count), not
+    all of this process's threads, and give them back afterwards."""
+    import bclviz.trials
+
+    monkeypatch.setattr(bclviz.trials, "_PROCESS_THREADS", 4)
+    monkeypatch.delenv("BCLVIZ_TRIAL_THREADS", raising=False)
+    monkeypatch.setattr(bclviz.trials, "default_trial_workers", lambda: 8)
+    assert bclviz.trials.trial_threads() == 1  # never below one
+    monkeypatch.setattr(bclviz.trials, "default_trial_workers", lambda: 2)
+    assert bclviz.trials.trial_threads() == 2
+    monkeypatch.setenv("BCLVIZ_TRIAL_THREADS", "3")  # what a worker inherits from its parent
+    assert bclviz.trials.trial_threads() == 3
+    monkeypatch.delenv("BCLVIZ_TRIAL_THREADS")
+
+    seen = []
+    real = bclviz.trials.train_and_score
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bclviz.trials, "train_and_score", spy)
+    cfg = _tiny_cfg()
+    result = run_experiment(dataclasses.replace(cfg, methods=()), progress=False, workers=1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        list(run_trials(cfg, result.data, result.old, [Trial(MethodConfig(name="proto"))], workers=1,
+                        progress=False))
+        assert seen[-1] == 2 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_gpu_run_trains_in_one_process(monkeypatch):
     import bclviz.trials
 
