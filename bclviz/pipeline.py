@@ -19,6 +19,7 @@ never seeded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -64,20 +65,22 @@ def new_model_seed(cfg: ExperimentConfig, replicate: int = 0) -> int:
 
 
 def train_old_model(cfg: ExperimentConfig, data: BCLData, *, progress: bool = True,
-                    checkpoint: str | Path | None = None, callback=None) -> TrainResult:
+                    checkpoint: str | Path | None = None, callback=None, pin_threads: bool = True) -> TrainResult:
     """Build and train (or resume from ``checkpoint``) the old model of ``cfg``, seeded by ``cfg.seed``.
 
     A frozen old model file is loaded onto ``cfg.old_train.device`` and returned untrained
     (no history, no head, no checkpoint written). ``callback`` is called with each epoch's
     history record. On the CPU it trains with :func:`bclviz.trials.trial_threads` threads,
-    as every new model does, so that the same seed gives the same old model in any process.
+    as every new model of an experiment or sweep does, so that the same seed gives the
+    same old model in any process; ``pin_threads=False`` keeps this process's threads
+    (``bclviz train``, one model at a time, uses them all).
     """
     from .trials import model_threads  # trials imports this module
 
     model = build_old_model(data, cfg.old_model, seed=cfg.seed)
     if cfg.old_model.frozen:
         return TrainResult(model.to(resolve_device(cfg.old_train.device)), head=None)
-    with model_threads(cfg.old_train.device):
+    with model_threads(cfg.old_train.device) if pin_threads else contextlib.nullcontext():
         return train_old(model, data.old_train, num_classes=data.num_old_classes,
                          cfg=dataclasses.replace(cfg.old_train, seed=cfg.seed), progress=progress,
                          checkpoint=checkpoint, callback=callback)

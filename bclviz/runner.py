@@ -90,7 +90,7 @@ def _train_both(run_cfg: ExperimentConfig, data, *, progress: bool,
     ``log`` receives the history record of every epoch trained here."""
     log = RunLog() if log is None else log
     old_ck, new_ck = checkpoint_paths(run_cfg)
-    old = train_old_model(run_cfg, data, progress=progress, checkpoint=old_ck,
+    old = train_old_model(run_cfg, data, progress=progress, checkpoint=old_ck, pin_threads=False,
                           callback=lambda record: log.epoch("old", record))
     new = train_new_model(run_cfg, data, old, run_cfg.method, progress=progress, checkpoint=new_ck,
                           callback=lambda record: log.epoch("new", record))
