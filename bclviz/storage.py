@@ -83,15 +83,21 @@ def _journal(path: Path) -> optuna.storages.BaseStorage:
         raise OSError(err.errno, f"cannot write the study journal {path}: {err.strerror or err}") from err
 
 
+#: what a database says when another process is creating the same tables (SQLite,
+#: PostgreSQL, MySQL): a table, or the schema version row, that was not there a moment ago
+_RACE_MARKERS = ("already exists", "locked", "UNIQUE constraint failed", "duplicate key", "Duplicate entry")
+
+
 def _opened(url: str, make: Callable[[], optuna.storages.BaseStorage]) -> optuna.storages.BaseStorage:
-    """``make()``, retried briefly (processes starting together race to create the tables);
-    a clear ``ValueError`` when the storage cannot be opened."""
-    for attempt in range(5):
+    """``make()``, retried briefly (processes starting together race to create the tables
+    and to write the schema version); a clear ``ValueError`` when the storage cannot be
+    opened."""
+    for attempt in range(6):
         try:
             return make()
         except Exception as err:  # noqa: BLE001 - drivers raise their own types
             last = err
-            if "already exists" not in str(err) and "locked" not in str(err):
+            if not any(marker in str(err) for marker in _RACE_MARKERS):
                 break
             time.sleep(0.2 * 2**attempt)
     raise ValueError(f"cannot open the study storage {_redact(url)!r}: {type(last).__name__}: {last}. Give a journal "

@@ -156,6 +156,30 @@ def test_storage_errors_name_the_problem(tmp_path):
     assert type(open_storage(None)).__name__ == "InMemoryStorage"
 
 
+def test_processes_creating_one_sqlite_study_together_all_open_it(tmp_path):
+    """Processes started together race to create the tables and the schema version row;
+    each must open the storage (an unretried "UNIQUE constraint failed" once made one of
+    two `bclviz tune` commands sharing a URL fail)."""
+    import bclviz.storage as storage_module
+
+    calls = []
+
+    def racing():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num")
+        return "opened"
+
+    assert storage_module._opened("sqlite:///x.db", racing) == "opened" and len(calls) == 2
+    code = "import sys; from bclviz.storage import open_storage; open_storage(sys.argv[1])"
+    for round_ in range(4):
+        url = f"sqlite:///{tmp_path / f'race-{round_}.db'}"
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], [e[-500:] for e in errors]
+
+
 def test_space_files_and_their_errors(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("search:\n  methods: [ndpp]\n  eps: {low: 0.1, high: 0.5, step: 0.1}\n  k: [2, 4]\n"
