@@ -2,11 +2,12 @@
 :func:`bclviz.trials.run_trials`, not by hand).
 
 It connects back to the parent at ``ADDRESS`` with the key in
-``$BCLVIZ_TRIAL_AUTHKEY``, receives ``("setup", (cfg, data, old, threads, modules))`` once (``modules``: where
+``$BCLVIZ_TRIAL_AUTHKEY``, receives ``("setup", (cfg, data, old, modules))`` once (``modules``: where
 the trials' methods are registered, imported first), then
 answers each ``("trial", Trial)`` with ``("ok", (TrainResult or None, record))`` or
 ``("error", traceback)`` until ``("stop", None)`` or the connection closes. Messages are
-pickles sent as byte frames.
+pickles sent as byte frames. Its CPU threads come from its environment
+(``$OMP_NUM_THREADS`` and ``$BCLVIZ_TRIAL_THREADS``, :func:`bclviz.trials.trial_threads`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from multiprocessing.connection import Client
 
 
 def main(address: str) -> int:
-    import torch
-
     from .scoring import Scorer
     from .trials import train_trial
 
@@ -37,8 +36,7 @@ def main(address: str) -> int:
                 return 0
             if kind == "setup":
                 try:
-                    cfg, data, old, threads, modules = payload
-                    torch.set_num_threads(threads)
+                    cfg, data, old, modules = payload
                     for module in modules:
                         importlib.import_module(module)
                     state = (cfg, data, old, Scorer(data, k=cfg.k))

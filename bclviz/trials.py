@@ -4,8 +4,8 @@ A *trial* is one new model: a :class:`~bclviz.config.MethodConfig` and a seed re
 trained with :func:`bclviz.pipeline.train_and_score`. Experiments (every method x its
 seeds) and sweeps (every setting x its seeds) are lists of trials; :func:`run_trials`
 runs them in this process or in ``workers`` worker processes, each trial with
-:func:`trial_threads` CPU threads, and yields each result as it finishes (so a sweep can record it at
-once). Instead of a list, a *feed* (a function returning the next trial, or None when
+:func:`trial_threads` CPU threads, and yields each result as it finishes (so a sweep
+can record it at once). Instead of a list, a *feed* (a function returning the next trial, or None when
 there is none right now) hands out trials one at a time as workers become free: a study
 (:mod:`bclviz.study`) claims a trial only when a worker can start it, so several
 processes can share one study.
@@ -14,8 +14,8 @@ The worker count never changes a number: every trial is seeded by its replicate
 (:func:`bclviz.pipeline.new_model_seed`), trains on its own generators and, on the CPU,
 with the same number of threads wherever it runs (:func:`trial_threads`: CPU kernels
 sum in an order that depends on the thread count, and training amplifies the last-bit
-differences), so a trial gives the same record in any process. Each worker is a fresh interpreter running
-:mod:`bclviz.trial_worker` (``python -m``), so nothing of the caller's ``__main__``
+differences), so a trial gives the same record in any process. Each worker is a fresh
+interpreter running :mod:`bclviz.trial_worker` (``python -m``), so nothing of the caller's ``__main__``
 is re-run: it works from scripts without an ``if __name__ == "__main__"`` guard, from
 Jupyter and after torch has started threads. Each worker receives the configuration,
 the dataset and the old model once. Methods registered in ``__main__`` (a notebook or
@@ -180,8 +180,9 @@ def run_trials(
 
     ``record`` is :func:`~bclviz.pipeline.train_and_score`'s. With one worker the
     trials run here, in order, with per-epoch progress bars; with more, in worker
-    processes (:mod:`bclviz.trial_worker`), and results arrive in the order they finish. ``scorer`` (this process's, with its
-    cached old-model embeddings) serves the trials run here.
+    processes (:mod:`bclviz.trial_worker`), and results arrive in the order they finish.
+    ``scorer`` (this process's, with its cached old-model embeddings) serves the trials
+    run here.
 
     ``trials`` is a sequence, or a *feed*: a function called whenever a worker is free
     (after the caller has handled the previous result) that returns the next
@@ -276,7 +277,7 @@ def _run_workers(cfg, data, old, scorer, take, first, modules, progress, desc, t
     workers = len(first)
     threads = trial_threads()
     authkey = secrets.token_bytes(16)
-    setup = (for_workers(cfg), data, old, threads, modules)
+    setup = (for_workers(cfg), data, old, modules)
     procs, conns, busy = [], [], {}
     bar = tqdm(total=total, desc=f"{desc} ({workers} workers)", disable=not progress)
     try:
