@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "scenario each dataset declares); default: each dataset's default scenario")
     findings.add_argument("--grid", choices=("auto", "full", "tax"), default="auto",
                           help="full: every baseline and NDPP/ODPP over eps; tax: independent and proto only; "
-                               "auto (default): full on each dataset's default scenario, tax on the others")
+                               "auto (default): full on each dataset's default scenario and wherever the tax grid "
+                               "finds a tax above zero, tax on the others")
     findings.add_argument("--eps", default=_FINDINGS_EPS,
                           help="comma-separated eps of the full grid (absolute budgets; relative at the largest)")
     findings.add_argument("--baselines", default=_FINDINGS_BASELINES,

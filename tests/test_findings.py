@@ -191,3 +191,33 @@ def test_findings_at_a_stricter_compatibility_weight(tmp_path, monkeypatch):
     assert calls == [("toy", 1.0), ("toy", 10.0)]
     with pytest.raises(ValueError, match="lams must be one or more weights > 0"):
         generate_findings(["toy"], out=tmp_path / "f.md", lams=(0,), progress=False)
+
+
+def test_auto_grid_widens_to_the_full_grid_where_the_tax_is_above_zero(tmp_path, monkeypatch):
+    """NDPP/ODPP are measured wherever strict alignment has a cost: a non-default scenario
+    whose tax grid finds a tax above zero at some weight runs the full grid at that weight."""
+    def tax(verdict):
+        return {"metric": "mAP@100", "tax": 0.02, "half_width": 0.01, "verdict": verdict}
+
+    verdicts = {1.0: "below zero", 10.0: "no clear difference", 30.0: "above zero"}
+    calls = []
+
+    def fake(dataset, **kw):
+        calls.append((kw["scenario"], kw["grid"], kw["lam"]))
+        return {"dataset": dataset, "scenario": kw["scenario"], "grid": kw["grid"], "lam": kw["lam"],
+                "tax": tax(verdicts[kw["lam"]]) if kw["scenario"] != "coarse-view" else tax("above zero")}
+
+    monkeypatch.setattr("bclviz.findings.dataset_findings", fake)
+    monkeypatch.setattr("bclviz.findings.findings_markdown", lambda found, command: "")
+    generate_findings(["toy"], out=tmp_path / "f.md", scenarios="all", lams=(1, 10, 30), progress=False)
+    # coarse-view is the toy's default scenario: the full grid at every weight, never twice
+    assert calls == [("coarse-view", "full", 1.0), ("coarse-view", "full", 10.0), ("coarse-view", "full", 30.0),
+                     ("default-v1", "tax", 1.0), ("default-v1", "tax", 10.0),
+                     ("default-v1", "tax", 30.0), ("default-v1", "full", 30.0)]
+    saved = json.loads((tmp_path / "findings.json").read_text())["findings"]
+    assert [(f["scenario"], f["grid"], f["lam"]) for f in saved][3:] == [
+        ("default-v1", "tax", 1.0), ("default-v1", "tax", 10.0), ("default-v1", "full", 30.0)]
+    calls.clear()  # an explicit grid is kept as asked
+    generate_findings(["toy"], out=tmp_path / "f.md", scenarios=["default-v1"], grid="tax", lams=(30,),
+                      progress=False)
+    assert calls == [("default-v1", "tax", 30.0)]

@@ -125,6 +125,14 @@ def test_glyph_scenarios(tmp_path):
     lowres = load_dataset("glyphs", scenario="lowres-old", **small)
     assert lowres.old_view.factor == 4 and lowres.input_shape == (1, 12, 12)
     assert lowres.info["heldout_class_chars"] == held  # the same characters held out (same seed)
+    # every update scenario shares weak-old's split: the same new model data, only the old side differs
+    weak = load_dataset("glyphs", scenario="weak-old", **small)
+    assert weak.info["heldout_class_chars"] == held and weak.info["class_chars"] == trained
+    for other in (coarse, lowres):
+        for part in ("new_train", "query", "gallery"):
+            assert torch.equal(getattr(other, part).x, getattr(weak, part).x)
+            assert torch.equal(getattr(other, part).y, getattr(weak, part).y)
+    assert torch.equal(lowres.old_train.y, weak.old_train.y)  # the same 30% of the characters, seen pooled
     v1 = load_dataset("glyphs", scenario="default-v1", **small)
     direct = make_glyphs(**small)
     assert torch.equal(v1.new_train.x, direct.new_train.x) and torch.equal(v1.old_train.y, direct.old_train.y)
